@@ -1,0 +1,53 @@
+# Entry points of the HA session kit. Every target sets itself up first (`make setup`),
+# so `make demo` and `make test` work on a fresh Debian machine.
+
+PYTHON_SYSTEM ?= python3
+VENV          := .venv
+PY            := $(VENV)/bin/python
+STAMP         := $(VENV)/.installed
+TOPOLOGY      := $(PY) -m deploy.local.topology
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-packages test test-unit test-integration lint typecheck \
+        up-local down-local status-local demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+system-packages:
+	@bash scripts/ensure-system-packages.sh --with-optional
+
+$(STAMP): pyproject.toml
+	$(PYTHON_SYSTEM) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: system-packages $(STAMP) ## create .venv, install the project and Redis when missing
+
+test: setup lint typecheck ## everything CI runs: lint, types, unit, integration
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-unit: setup ## fast iteration: unit tests only
+	$(PY) -m pytest -q tests/unit
+
+test-integration: setup ## tests against real Redis / Sentinel processes
+	$(PY) -m pytest -q tests/integration
+
+lint: setup ## ruff on everything
+	$(VENV)/bin/ruff check sessionlib services deploy tests
+
+typecheck: setup ## mypy --strict on the library
+	$(VENV)/bin/mypy sessionlib
+
+up-local: setup ## start 3 Redis + 3 Sentinels on 127.0.0.1 (state in .run/)
+	$(TOPOLOGY) up
+
+down-local: setup ## stop everything up-local started
+	$(TOPOLOGY) down
+
+status-local: setup ## where everything is and who is master
+	$(TOPOLOGY) status
+
+clean: down-local ## stop the topology and remove .run/ and .venv/
+	rm -rf .run $(VENV)

@@ -1,0 +1,83 @@
+"""Builds the async redis-py client for the configured topology.
+
+redis-py's own retries are switched off here: sessionlib keeps exactly one retry layer,
+above this one, so failures are counted and bounded in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+
+from sessionlib.config import RedisSettings
+from sessionlib.errors import ConfigurationError
+
+
+def _no_retries() -> Retry:
+    return Retry(NoBackoff(), 0)
+
+
+def _tls_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    tls = settings.tls
+    if not tls.enabled:
+        return {}
+    return {
+        "ssl": True,
+        "ssl_ca_certs": str(tls.ca_file) if tls.ca_file else None,
+        "ssl_certfile": str(tls.cert_file) if tls.cert_file else None,
+        "ssl_keyfile": str(tls.key_file) if tls.key_file else None,
+        "ssl_check_hostname": tls.verify_hostname,
+    }
+
+
+def _connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    return {
+        "username": settings.username,
+        "password": settings.password.get_secret_value() if settings.password else None,
+        "socket_timeout": settings.socket_timeout_seconds,
+        "socket_connect_timeout": settings.connect_timeout_seconds,
+        "retry": _no_retries(),
+        "decode_responses": False,
+        **_tls_kwargs(settings),
+    }
+
+
+def create_sentinel(settings: RedisSettings) -> Sentinel:
+    """A Sentinel handle whose own connections use the sentinel credentials."""
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout_seconds,
+        "socket_connect_timeout": settings.connect_timeout_seconds,
+        "retry": _no_retries(),
+        **_tls_kwargs(settings),
+    }
+    if settings.sentinel_password is not None:
+        sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
+        sentinel_kwargs["username"] = settings.sentinel_username
+    return Sentinel(  # type: ignore[no-untyped-call]
+        settings.sentinel_addresses(),
+        sentinel_kwargs=sentinel_kwargs,
+        **_connection_kwargs(settings),
+    )
+
+
+def create_redis(settings: RedisSettings) -> Redis:
+    """The client the session store talks through, for any supported topology."""
+    if settings.mode == "standalone":
+        return Redis.from_url(
+            settings.url,
+            max_connections=settings.max_connections,
+            **{k: v for k, v in _connection_kwargs(settings).items() if v is not None},
+        )
+    if settings.mode == "sentinel":
+        sentinel = create_sentinel(settings)
+        master: Redis = sentinel.master_for(
+            settings.master_name, db=settings.db, max_connections=settings.max_connections
+        )
+        return master
+    raise ConfigurationError(
+        "redis.mode 'cluster' is not yet supported; use 'sentinel' or 'standalone'"
+    )

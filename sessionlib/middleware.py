@@ -1,0 +1,182 @@
+"""An ASGI middleware that is a drop-in for Starlette's `SessionMiddleware`, in Redis.
+
+It loads the session before the app runs and commits the delta when the response
+starts, so a failed save can still become a 413 or 503 instead of a lost write.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sessionlib.config import Settings, load_settings
+from sessionlib.errors import (
+    DurabilityShortfall,
+    SessionDataError,
+    SessionError,
+    SessionStoreUnavailable,
+    SessionTooLarge,
+)
+from sessionlib.ids import SessionIdCodec, redact
+from sessionlib.resolvers import CookiePolicy, SessionIdResolver, Source
+from sessionlib.session import Session
+from sessionlib.store import SessionStore
+
+log = logging.getLogger("sessionlib.middleware")
+
+STORE_SCOPE_KEY = "sessionlib.store"
+
+
+class _Unset:
+    pass
+
+
+_UNSET: Any = _Unset()
+
+
+class SessionMiddleware:
+    """Sessions in Redis behind Starlette's `SessionMiddleware` interface.
+
+    The Starlette keywords keep their meaning: `secret_key` signs session ids (HMAC),
+    `max_age` is the idle timeout and the cookie's Max-Age (None: a browser-session
+    cookie), `https_only` sets `Secure`. Anything else comes from `settings`.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        secret_key: str | None = None,
+        session_cookie: str = _UNSET,
+        max_age: int | None = _UNSET,
+        path: str = _UNSET,
+        same_site: Literal["lax", "strict", "none"] = _UNSET,
+        https_only: bool = _UNSET,
+        domain: str | None = _UNSET,
+        *,
+        settings: Settings | None = None,
+        store: SessionStore | None = None,
+        header_name: str | None = None,
+    ) -> None:
+        self.app = app
+        base = store.settings if store else (settings or load_settings()).session
+        overrides = {
+            name: value
+            for name, value in {
+                "cookie_name": session_cookie,
+                "cookie_path": path,
+                "cookie_same_site": same_site,
+                "cookie_secure": https_only,
+                "cookie_domain": domain,
+                "header_name": header_name or _UNSET,
+                "idle_timeout_seconds": max_age or _UNSET,
+            }.items()
+            if value is not _UNSET
+        }
+        session_settings = type(base).model_validate({**base.model_dump(), **overrides})
+        self.store = store or SessionStore.from_settings(
+            (settings or load_settings()).model_copy(update={"session": session_settings})
+        )
+        if store is not None and overrides:
+            self.store.settings = session_settings
+        keys = [k.get_secret_value() for k in session_settings.signing_keys]
+        self.ids = SessionIdCodec(([secret_key] if secret_key else []) + keys)
+        cookie_max_age = session_settings.idle_timeout_seconds if max_age is _UNSET else max_age
+        self.cookie = CookiePolicy.from_settings(session_settings, cookie_max_age)
+        self.resolver = SessionIdResolver(session_settings.header_name, self.cookie)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        presented, source = self.resolver.resolve(Headers(scope=scope))
+        raw_id = self.ids.decode(presented)
+        try:
+            stored = await self.store.load(raw_id) if raw_id else None
+        except SessionStoreUnavailable as exc:
+            await _error_response(503, exc)(scope, receive, send)
+            return
+        session = Session(stored)
+        scope["session"] = session
+        scope[STORE_SCOPE_KEY] = self.store
+        if scope["type"] == "websocket":
+            # A websocket has no response headers to carry a new id: read-only here.
+            await self.app(scope, receive, send)
+            return
+
+        replaced = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return
+            if message["type"] == "http.response.start":
+                try:
+                    extra = await self._commit(session, source, stale_id=presented is not None)
+                except SessionError as exc:
+                    replaced = True
+                    await _error_response(_status_for(exc), exc)(scope, receive, send)
+                    return
+                headers = MutableHeaders(scope=message)
+                for name, value in extra:
+                    headers.append(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    async def _commit(
+        self, session: Session, source: Source | None, *, stale_id: bool
+    ) -> list[tuple[str, str]]:
+        """Persist what the request did to the session; returns headers to add."""
+        stored = session.stored
+        if session.invalidated or (
+            stored and stored.attributes and not session and not session.regenerate_requested
+        ):
+            if stored:
+                await self.store.delete(stored.id, user=stored.user)
+            return [("set-cookie", self.cookie.clear_cookie())]
+        if session.regenerate_requested or (stored is None and session):
+            new_id = await self.store.regenerate(stored, session, user=session.login_user)
+            client_id = self.ids.encode(new_id)
+            return [
+                ("set-cookie", self.cookie.set_cookie(client_id)),
+                (self.resolver.header_name, client_id),
+            ]
+        if stored is None:
+            # An unknown, expired or forged id in a cookie: make the browser drop it.
+            forget = stale_id and source == "cookie"
+            return [("set-cookie", self.cookie.clear_cookie())] if forget else []
+        result = await self.store.save(stored, session)
+        if result.session_gone:
+            log.info("session %s was deleted meanwhile; write dropped", redact(stored.id))
+            return [("set-cookie", self.cookie.clear_cookie())] if source == "cookie" else []
+        if source == "cookie" and (result.written or stored.ttl_refreshed):
+            return [("set-cookie", self.cookie.set_cookie(self.ids.encode(stored.id)))]
+        return []
+
+
+def _status_for(exc: SessionError) -> int:
+    if isinstance(exc, SessionTooLarge):
+        return 413
+    if isinstance(exc, SessionStoreUnavailable | DurabilityShortfall):
+        return 503
+    if isinstance(exc, SessionDataError):
+        return 500
+    return 503
+
+
+def _error_response(status: int, exc: SessionError) -> JSONResponse:
+    headers = {}
+    if status == 503:
+        retry_after = exc.retry_after_seconds if isinstance(exc, SessionStoreUnavailable) else 1
+        headers["Retry-After"] = str(retry_after)
+        detail = "session store unavailable, retry shortly"
+    elif status == 413:
+        detail = f"session too large: {exc}"
+    else:
+        detail = "session could not be saved"
+    log.warning("session commit failed (%s): %s", status, exc)
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)

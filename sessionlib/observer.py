@@ -1,0 +1,44 @@
+"""What the store reports about itself, as a protocol the metrics module implements.
+
+The store depends on this seam, not on prometheus-client, so the layers stay in order.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class StoreObserver(Protocol):
+    def operation(self, operation: str, outcome: str, seconds: float) -> None: ...
+
+    def retry(self, operation: str, reason: str) -> None: ...
+
+    def session_created(self) -> None: ...
+
+    def session_destroyed(self, reason: str) -> None: ...
+
+    def session_size(self, size_bytes: int) -> None: ...
+
+    def durability_shortfall(self) -> None: ...
+
+
+class NullObserver:
+    """Observes nothing; the default when metrics are not wanted."""
+
+    def operation(self, operation: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def retry(self, operation: str, reason: str) -> None:
+        pass
+
+    def session_created(self) -> None:
+        pass
+
+    def session_destroyed(self, reason: str) -> None:
+        pass
+
+    def session_size(self, size_bytes: int) -> None:
+        pass
+
+    def durability_shortfall(self) -> None:
+        pass

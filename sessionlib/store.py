@@ -1,0 +1,376 @@
+"""The session repository: one Redis hash per session, written as deltas.
+
+Key layout (contract): `{prefix}:s:{<sid>}` holds metadata fields (`_created`,
+`_accessed`, `_idle`, `_abs`, `_ver`, `_user`) and one JSON field per attribute;
+`{prefix}:u:{<user>}` is a sorted set of the user's session ids by absolute expiry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from sessionlib.config import SessionSettings, Settings
+from sessionlib.connection import create_redis
+from sessionlib.errors import (
+    DurabilityShortfall,
+    SessionDataError,
+    SessionError,
+    SessionStoreUnavailable,
+    SessionTooLarge,
+)
+from sessionlib.ids import new_raw_id, redact
+from sessionlib.observer import NullObserver, StoreObserver
+from sessionlib.scripts import LuaScript, Step, run_pipeline
+from sessionlib.serialization import attribute_for, decode_value, encode_value, field_for
+
+log = logging.getLogger("sessionlib.store")
+
+_LOAD = LuaScript("load")
+_SAVE = LuaScript("save")
+_CREATE = LuaScript("create")
+_INDEX_ADD = LuaScript("index_add")
+_SCRIPTS = (_LOAD, _SAVE, _CREATE, _INDEX_ADD)
+
+# Replies that mean "no writable master right now": worth a 503, not a 500.
+_UNAVAILABLE_REPLIES = (
+    "READONLY",
+    "NOREPLICAS",
+    "MASTERDOWN",
+    "LOADING",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+)
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """A session as loaded: decoded attributes plus what is needed to save a delta."""
+
+    id: str
+    attributes: dict[str, Any]
+    stored_fields: dict[str, str] = field(repr=False)
+    user: str | None
+    created_ms: int
+    absolute_expiry_ms: int
+    version: int
+    ttl_refreshed: bool
+
+
+@dataclass(frozen=True)
+class Delta:
+    """The fields a save writes and removes, and the session's size afterwards."""
+
+    to_set: dict[str, str]
+    to_remove: list[str]
+    size_bytes: int
+
+    def __bool__(self) -> bool:
+        return bool(self.to_set or self.to_remove)
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    written: bool
+    session_gone: bool = False
+    version: int | None = None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _exists(key: str, pipe: Pipeline) -> object:
+    return pipe.exists(key)
+
+
+def _delete(key: str, pipe: Pipeline) -> object:
+    return pipe.delete(key)
+
+
+class SessionStore:
+    """Load, save (as deltas), create, regenerate and revoke sessions in Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: SessionSettings | None = None,
+        *,
+        observer: StoreObserver | None = None,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings or SessionSettings()
+        self.observer: StoreObserver = observer or NullObserver()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, observer: StoreObserver | None = None
+    ) -> SessionStore:
+        return cls(create_redis(settings.redis), settings.session, observer=observer)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def session_key(self, session_id: str) -> str:
+        return f"{self.settings.key_prefix}:s:{{{session_id}}}"
+
+    def user_key(self, user: str) -> str:
+        return f"{self.settings.key_prefix}:u:{{{user}}}"
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def load(self, session_id: str) -> StoredSession | None:
+        """The session, or None when it does not exist or has expired (one round trip)."""
+        throttle_ms = int(self.settings.refresh_throttle_seconds * 1000)
+        async with self._operation("load"):
+            reply = await _LOAD.run(self.redis, [self.session_key(session_id)], [throttle_ms])
+        if len(reply) < 2:
+            return None
+        return self._decode(session_id, reply[1], ttl_refreshed=bool(reply[0]))
+
+    def _decode(self, session_id: str, flat: list[Any], *, ttl_refreshed: bool) -> StoredSession:
+        meta: dict[str, str] = {}
+        stored: dict[str, str] = {}
+        attributes: dict[str, Any] = {}
+        for name_raw, value_raw in zip(flat[::2], flat[1::2], strict=True):
+            name, value = _text(name_raw), value_raw.decode(errors="replace")
+            attribute = attribute_for(name)
+            if attribute is None:
+                meta[name] = value
+                continue
+            stored[attribute] = value
+            try:
+                attributes[attribute] = decode_value(value_raw)
+            except ValueError:
+                # Kept in stored_fields so a save does not delete what it cannot read.
+                log.warning(
+                    "session %s: attribute %r is not JSON; left untouched",
+                    redact(session_id),
+                    attribute,
+                )
+        return StoredSession(
+            id=session_id,
+            attributes=attributes,
+            stored_fields=stored,
+            user=meta.get("_user"),
+            created_ms=int(meta["_created"]),
+            absolute_expiry_ms=int(meta["_abs"]),
+            version=int(meta.get("_ver", "0")),
+            ttl_refreshed=ttl_refreshed,
+        )
+
+    # -- writing ------------------------------------------------------------------------
+
+    def delta(self, loaded: StoredSession | None, attributes: Mapping[str, Any]) -> Delta:
+        """What must change in Redis to turn `loaded` into `attributes`, within limits."""
+        limits = self.settings
+        if len(attributes) > limits.max_attributes:
+            raise SessionTooLarge("attribute count", len(attributes), limits.max_attributes)
+        before = loaded.stored_fields if loaded else {}
+        unreadable = set(before) - set(loaded.attributes) if loaded else set()
+        to_set: dict[str, str] = {}
+        size = 0
+        for name, value in attributes.items():
+            if not isinstance(name, str):
+                raise SessionDataError(f"session attribute names must be str, not {name!r}")
+            encoded = encode_value(name, value)
+            value_size = len(encoded.encode())
+            if value_size > limits.max_attribute_bytes:
+                raise SessionTooLarge(
+                    f"session attribute {name!r} (bytes)", value_size, limits.max_attribute_bytes
+                )
+            size += value_size + len(name.encode())
+            if before.get(name) != encoded:
+                to_set[field_for(name)] = encoded
+        for name in unreadable - set(attributes):
+            size += len(before[name].encode()) + len(name.encode())
+        if size > limits.max_session_bytes:
+            raise SessionTooLarge("session size (bytes)", size, limits.max_session_bytes)
+        removed = [field_for(n) for n in before if n not in attributes and n not in unreadable]
+        return Delta(to_set=to_set, to_remove=removed, size_bytes=size)
+
+    async def save(self, loaded: StoredSession, attributes: Mapping[str, Any]) -> SaveResult:
+        """Write only what changed since `loaded`; never re-creates a deleted session."""
+        delta = self.delta(loaded, attributes)
+        if not delta:
+            return SaveResult(written=False)
+        args: list[str | int] = [len(delta.to_set)]
+        for name, value in delta.to_set.items():
+            args += [name, value]
+        args += delta.to_remove
+        key = self.session_key(loaded.id)
+        async with self._operation("save"):
+            results = await self._write([lambda p: _SAVE.queue(p, [key], args)], [_SAVE])
+        version = int(results[0])
+        if version < 0:
+            return SaveResult(written=False, session_gone=True)
+        self.observer.session_size(delta.size_bytes)
+        return SaveResult(written=True, version=version)
+
+    async def create(self, attributes: Mapping[str, Any], *, user: str | None = None) -> str:
+        """A new session holding `attributes`; returns its id."""
+        return await self.regenerate(None, attributes, user=user)
+
+    async def regenerate(
+        self,
+        previous: StoredSession | None,
+        attributes: Mapping[str, Any],
+        *,
+        user: str | None = None,
+        restart_lifetime: bool = True,
+    ) -> str:
+        """Move a session to a fresh id (on login), deleting the old one; Cluster-safe.
+
+        No cross-slot `RENAME`: the new hash is written from the attributes in hand and
+        the old key deleted in the same pipeline.
+        """
+        delta = self.delta(None, attributes)
+        owner = user if user is not None else (previous.user if previous else None)
+        keep_times = previous is not None and not restart_lifetime
+        new_id = new_raw_id()
+        created_ms = previous.created_ms if keep_times and previous else ""
+        expiry_ms = previous.absolute_expiry_ms if keep_times and previous else ""
+        absolute = self.settings.absolute_timeout_seconds
+        create_args: list[str | int] = [
+            self.settings.idle_timeout_seconds, absolute, owner or "", created_ms, expiry_ms,
+        ]
+        for name, value in delta.to_set.items():
+            create_args += [name, value]
+        cap = self.settings.max_sessions_per_user or 0
+
+        # One round trip: the index lives in another hash slot, which a non-transactional
+        # pipeline (and redis-py's cluster pipeline) may address all the same.
+        steps: list[Step] = [lambda p: _CREATE.queue(p, [self.session_key(new_id)], create_args)]
+        if owner:
+            index_args: list[str | int] = [new_id, expiry_ms, absolute, cap]
+            steps.append(lambda p: _INDEX_ADD.queue(p, [self.user_key(owner)], index_args))
+        if previous is not None:
+            steps.append(partial(_delete, self.session_key(previous.id)))
+            if previous.user:
+                old_index, old_id = self.user_key(previous.user), previous.id
+                steps.append(lambda p: p.zrem(old_index, old_id))
+
+        async with self._operation("create" if previous is None else "regenerate"):
+            results = await self._write(steps, [_CREATE, _INDEX_ADD])
+        if int(results[0][0]) == 0:
+            raise SessionError("could not create a session (id clash or zero lifetime)")
+        self.observer.session_created()
+        self.observer.session_size(delta.size_bytes)
+        if previous is not None:
+            self.observer.session_destroyed("regenerated")
+        evicted = [_text(sid) for sid in results[1]] if owner else []
+        if evicted:
+            await self._evict(evicted)
+        return new_id
+
+    async def _evict(self, session_ids: list[str]) -> None:
+        """Delete sessions pushed out of a user's index by the per-user cap."""
+        async with self._operation("evict"):
+            await self.redis.delete(*(self.session_key(sid) for sid in session_ids))
+        for _ in session_ids:
+            self.observer.session_destroyed("user_cap")
+
+    async def delete(self, session_id: str, *, user: str | None = None) -> None:
+        """Remove a session (logout) for every service at once."""
+
+        steps: list[Step] = [lambda p: p.delete(self.session_key(session_id))]
+        if user:
+            steps.append(lambda p: p.zrem(self.user_key(user), session_id))
+        async with self._operation("delete"):
+            results = await run_pipeline(self.redis, steps, [])
+        if results[0]:
+            self.observer.session_destroyed("deleted")
+
+    # -- users --------------------------------------------------------------------------
+
+    async def sessions_of(self, user: str) -> list[str]:
+        """Ids of the user's live sessions; dead index entries are cleaned on the way."""
+        key = self.user_key(user)
+        async with self._operation("sessions_of"):
+            members = [_text(m) for m in await self.redis.zrange(key, 0, -1)]
+            if not members:
+                return []
+            exists = await run_pipeline(
+                self.redis, [partial(_exists, self.session_key(m)) for m in members], []
+            )
+            dead = [m for m, alive in zip(members, exists, strict=True) if not alive]
+            if dead:
+                await self.redis.zrem(key, *dead)
+        return [m for m, alive in zip(members, exists, strict=True) if alive]
+
+    async def revoke_user(self, user: str, *, keep: str | None = None) -> int:
+        """Delete every session of `user` except `keep`; returns how many were deleted."""
+        doomed = [sid for sid in await self.sessions_of(user) if sid != keep]
+        if not doomed:
+            return 0
+
+        steps: list[Step] = [partial(_delete, self.session_key(sid)) for sid in doomed]
+        steps.append(lambda p: p.zrem(self.user_key(user), *doomed))
+        async with self._operation("revoke"):
+            results = await run_pipeline(self.redis, steps, [])
+        deleted = sum(int(r) for r in results[:-1])
+        for _ in range(deleted):
+            self.observer.session_destroyed("revoked")
+        return deleted
+
+    async def load_scripts(self) -> None:
+        """Put every script in the master's cache ahead of traffic (optional: calls fall
+        back on their own, at the cost of extra round trips the first time)."""
+        async with self._operation("load_scripts"):
+            for script in _SCRIPTS:
+                await self.redis.script_load(script.source)
+
+    async def ping(self) -> None:
+        """Raise SessionStoreUnavailable unless a writable master answers."""
+        async with self._operation("ping"):
+            role = await self.redis.execute_command("ROLE")  # type: ignore[no-untyped-call]
+        if _text(role[0]) != "master":
+            raise SessionStoreUnavailable("connected Redis node is not a master")
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    async def _write(self, steps: list[Step], scripts: list[LuaScript]) -> list[Any]:
+        """Run writing steps in one round trip, with `WAIT` last when durability is on."""
+        durability = self.settings.durability
+        if durability.replicas:
+            steps = [*steps, lambda p: p.wait(durability.replicas, durability.timeout_ms)]
+        results = await run_pipeline(
+            self.redis, steps, scripts, rerun_last=bool(durability.replicas)
+        )
+        if durability.replicas:
+            acknowledged = int(results.pop())
+            if acknowledged < durability.replicas:
+                self.observer.durability_shortfall()
+                if durability.on_shortfall == "fail":
+                    raise DurabilityShortfall(acknowledged, durability.replicas)
+        return results
+
+    @asynccontextmanager
+    async def _operation(self, name: str) -> AsyncIterator[None]:
+        """Time an operation, count its outcome, and turn Redis failures into ours."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            yield
+            outcome = "success"
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            raise SessionStoreUnavailable(f"store unreachable during {name}: {exc}") from exc
+        except redis_errors.ResponseError as exc:
+            if str(exc).startswith(_UNAVAILABLE_REPLIES) or any(
+                f" {reply} " in f" {exc} " for reply in _UNAVAILABLE_REPLIES
+            ):
+                raise SessionStoreUnavailable(f"no writable master during {name}: {exc}") from exc
+            raise SessionError(f"Redis refused {name}: {exc}") from exc
+        finally:
+            self.observer.operation(name, outcome, time.perf_counter() - started)
