@@ -47,6 +47,15 @@ class TLSSettings(_Strict):
     verify_hostname: bool = True
 
 
+class RetrySettings(_Strict):
+    """The one retry layer: how long an operation may keep trying, and how it backs off."""
+
+    deadline_seconds: float = Field(default=5.0, gt=0)
+    initial_backoff_seconds: float = Field(default=0.05, gt=0)
+    max_backoff_seconds: float = Field(default=0.5, gt=0)
+    jitter_seconds: float = Field(default=0.05, ge=0)
+
+
 class RedisSettings(_Strict):
     """Where Redis is and how to reach it."""
 
@@ -64,6 +73,10 @@ class RedisSettings(_Strict):
     socket_timeout_seconds: float = Field(default=1.0, gt=0)
     connect_timeout_seconds: float = Field(default=1.0, gt=0)
     max_connections: int = Field(default=64, ge=1)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    watch_sentinels: bool = Field(
+        default=True, description="follow +switch-master instead of waiting for errors"
+    )
 
     @field_validator("sentinels", "cluster_nodes")
     @classmethod

@@ -10,11 +10,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from sessionlib.config import RedisSettings
 from sessionlib.errors import ConfigurationError
+from sessionlib.failover import Address, MasterVerifyingConnection, SentinelWatcher, format_address
+from sessionlib.observer import StoreObserver
 
 
 def _no_retries() -> Retry:
@@ -75,9 +77,30 @@ def create_redis(settings: RedisSettings) -> Redis:
     if settings.mode == "sentinel":
         sentinel = create_sentinel(settings)
         master: Redis = sentinel.master_for(
-            settings.master_name, db=settings.db, max_connections=settings.max_connections
+            settings.master_name,
+            db=settings.db,
+            max_connections=settings.max_connections,
+            connection_class=MasterVerifyingConnection,
         )
         return master
     raise ConfigurationError(
         "redis.mode 'cluster' is not yet supported; use 'sentinel' or 'standalone'"
     )
+
+
+def watch_master(
+    redis: Redis, settings: RedisSettings, observer: StoreObserver
+) -> SentinelWatcher | None:
+    """A watcher that switches `redis`'s pool on `+switch-master` (Sentinel mode only)."""
+    if settings.mode != "sentinel" or not settings.watch_sentinels:
+        return None
+    known: list[Address] = []
+
+    def report(address: Address) -> None:
+        observer.master_changed(format_address(address), failover=bool(known))
+        known.append(address)
+
+    pool = redis.connection_pool
+    if not isinstance(pool, SentinelConnectionPool):
+        raise ConfigurationError("watch_master needs a client made by create_redis()")
+    return SentinelWatcher(pool.sentinel_manager, settings.master_name, pool, on_master=report)

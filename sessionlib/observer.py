@@ -21,6 +21,8 @@ class StoreObserver(Protocol):
 
     def durability_shortfall(self) -> None: ...
 
+    def master_changed(self, address: str, *, failover: bool) -> None: ...
+
 
 class NullObserver:
     """Observes nothing; the default when metrics are not wanted."""
@@ -41,4 +43,7 @@ class NullObserver:
         pass
 
     def durability_shortfall(self) -> None:
+        pass
+
+    def master_changed(self, address: str, *, failover: bool) -> None:
         pass

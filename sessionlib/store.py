@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from sessionlib.config import SessionSettings, Settings
-from sessionlib.connection import create_redis
+from sessionlib.connection import create_redis, watch_master
 from sessionlib.errors import (
     DurabilityShortfall,
     SessionDataError,
@@ -28,28 +27,21 @@ from sessionlib.errors import (
     SessionStoreUnavailable,
     SessionTooLarge,
 )
+from sessionlib.failover import SentinelWatcher
 from sessionlib.ids import new_raw_id, redact
 from sessionlib.observer import NullObserver, StoreObserver
+from sessionlib.resilience import RetryPolicy, retry_reason
 from sessionlib.scripts import LuaScript, Step, run_pipeline
 from sessionlib.serialization import attribute_for, decode_value, encode_value, field_for
 
 log = logging.getLogger("sessionlib.store")
+T = TypeVar("T")
 
 _LOAD = LuaScript("load")
 _SAVE = LuaScript("save")
 _CREATE = LuaScript("create")
 _INDEX_ADD = LuaScript("index_add")
 _SCRIPTS = (_LOAD, _SAVE, _CREATE, _INDEX_ADD)
-
-# Replies that mean "no writable master right now": worth a 503, not a 500.
-_UNAVAILABLE_REPLIES = (
-    "READONLY",
-    "NOREPLICAS",
-    "MASTERDOWN",
-    "LOADING",
-    "TRYAGAIN",
-    "CLUSTERDOWN",
-)
 
 
 @dataclass(frozen=True)
@@ -106,18 +98,33 @@ class SessionStore:
         settings: SessionSettings | None = None,
         *,
         observer: StoreObserver | None = None,
+        retry: RetryPolicy | None = None,
+        watcher: SentinelWatcher | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings or SessionSettings()
         self.observer: StoreObserver = observer or NullObserver()
+        self.retry = retry or RetryPolicy()
+        self.watcher = watcher
 
     @classmethod
     def from_settings(
         cls, settings: Settings, *, observer: StoreObserver | None = None
     ) -> SessionStore:
-        return cls(create_redis(settings.redis), settings.session, observer=observer)
+        """A store for the configured topology; in Sentinel mode it follows failovers."""
+        chosen: StoreObserver = observer or NullObserver()
+        redis = create_redis(settings.redis)
+        return cls(
+            redis,
+            settings.session,
+            observer=chosen,
+            retry=RetryPolicy.from_settings(settings.redis.retry),
+            watcher=watch_master(redis, settings.redis, chosen),
+        )
 
     async def close(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
         await self.redis.aclose()
 
     # -- keys ---------------------------------------------------------------------------
@@ -133,8 +140,8 @@ class SessionStore:
     async def load(self, session_id: str) -> StoredSession | None:
         """The session, or None when it does not exist or has expired (one round trip)."""
         throttle_ms = int(self.settings.refresh_throttle_seconds * 1000)
-        async with self._operation("load"):
-            reply = await _LOAD.run(self.redis, [self.session_key(session_id)], [throttle_ms])
+        key = self.session_key(session_id)
+        reply = await self._call("load", lambda: _LOAD.run(self.redis, [key], [throttle_ms]))
         if len(reply) < 2:
             return None
         return self._decode(session_id, reply[1], ttl_refreshed=bool(reply[0]))
@@ -210,8 +217,9 @@ class SessionStore:
             args += [name, value]
         args += delta.to_remove
         key = self.session_key(loaded.id)
-        async with self._operation("save"):
-            results = await self._write([lambda p: _SAVE.queue(p, [key], args)], [_SAVE])
+        results = await self._call(
+            "save", lambda: self._write([lambda p: _SAVE.queue(p, [key], args)], [_SAVE])
+        )
         version = int(results[0])
         if version < 0:
             return SaveResult(written=False, session_gone=True)
@@ -243,7 +251,11 @@ class SessionStore:
         expiry_ms = previous.absolute_expiry_ms if keep_times and previous else ""
         absolute = self.settings.absolute_timeout_seconds
         create_args: list[str | int] = [
-            self.settings.idle_timeout_seconds, absolute, owner or "", created_ms, expiry_ms,
+            self.settings.idle_timeout_seconds,
+            absolute,
+            owner or "",
+            created_ms,
+            expiry_ms,
         ]
         for name, value in delta.to_set.items():
             create_args += [name, value]
@@ -261,8 +273,8 @@ class SessionStore:
                 old_index, old_id = self.user_key(previous.user), previous.id
                 steps.append(lambda p: p.zrem(old_index, old_id))
 
-        async with self._operation("create" if previous is None else "regenerate"):
-            results = await self._write(steps, [_CREATE, _INDEX_ADD])
+        operation = "create" if previous is None else "regenerate"
+        results = await self._call(operation, lambda: self._write(steps, [_CREATE, _INDEX_ADD]))
         if int(results[0][0]) == 0:
             raise SessionError("could not create a session (id clash or zero lifetime)")
         self.observer.session_created()
@@ -276,8 +288,8 @@ class SessionStore:
 
     async def _evict(self, session_ids: list[str]) -> None:
         """Delete sessions pushed out of a user's index by the per-user cap."""
-        async with self._operation("evict"):
-            await self.redis.delete(*(self.session_key(sid) for sid in session_ids))
+        keys = [self.session_key(sid) for sid in session_ids]
+        await self._call("evict", lambda: self.redis.delete(*keys))
         for _ in session_ids:
             self.observer.session_destroyed("user_cap")
 
@@ -287,8 +299,7 @@ class SessionStore:
         steps: list[Step] = [lambda p: p.delete(self.session_key(session_id))]
         if user:
             steps.append(lambda p: p.zrem(self.user_key(user), session_id))
-        async with self._operation("delete"):
-            results = await run_pipeline(self.redis, steps, [])
+        results = await self._call("delete", lambda: run_pipeline(self.redis, steps, []))
         if results[0]:
             self.observer.session_destroyed("deleted")
 
@@ -297,17 +308,19 @@ class SessionStore:
     async def sessions_of(self, user: str) -> list[str]:
         """Ids of the user's live sessions; dead index entries are cleaned on the way."""
         key = self.user_key(user)
-        async with self._operation("sessions_of"):
+
+        async def live_members() -> list[str]:
             members = [_text(m) for m in await self.redis.zrange(key, 0, -1)]
             if not members:
                 return []
-            exists = await run_pipeline(
-                self.redis, [partial(_exists, self.session_key(m)) for m in members], []
-            )
+            steps = [partial(_exists, self.session_key(m)) for m in members]
+            exists = await run_pipeline(self.redis, steps, [])
             dead = [m for m, alive in zip(members, exists, strict=True) if not alive]
             if dead:
                 await self.redis.zrem(key, *dead)
-        return [m for m, alive in zip(members, exists, strict=True) if alive]
+            return [m for m, alive in zip(members, exists, strict=True) if alive]
+
+        return await self._call("sessions_of", live_members)
 
     async def revoke_user(self, user: str, *, keep: str | None = None) -> int:
         """Delete every session of `user` except `keep`; returns how many were deleted."""
@@ -317,8 +330,7 @@ class SessionStore:
 
         steps: list[Step] = [partial(_delete, self.session_key(sid)) for sid in doomed]
         steps.append(lambda p: p.zrem(self.user_key(user), *doomed))
-        async with self._operation("revoke"):
-            results = await run_pipeline(self.redis, steps, [])
+        results = await self._call("revoke", lambda: run_pipeline(self.redis, steps, []))
         deleted = sum(int(r) for r in results[:-1])
         for _ in range(deleted):
             self.observer.session_destroyed("revoked")
@@ -327,14 +339,19 @@ class SessionStore:
     async def load_scripts(self) -> None:
         """Put every script in the master's cache ahead of traffic (optional: calls fall
         back on their own, at the cost of extra round trips the first time)."""
-        async with self._operation("load_scripts"):
+
+        async def load_all() -> None:
             for script in _SCRIPTS:
                 await self.redis.script_load(script.source)
 
+        await self._call("load_scripts", load_all)
+
     async def ping(self) -> None:
         """Raise SessionStoreUnavailable unless a writable master answers."""
-        async with self._operation("ping"):
-            role = await self.redis.execute_command("ROLE")  # type: ignore[no-untyped-call]
+        role = await self._call(
+            "ping",
+            lambda: self.redis.execute_command("ROLE"),  # type: ignore[no-untyped-call]
+        )
         if _text(role[0]) != "master":
             raise SessionStoreUnavailable("connected Redis node is not a master")
 
@@ -356,21 +373,23 @@ class SessionStore:
                     raise DurabilityShortfall(acknowledged, durability.replicas)
         return results
 
-    @asynccontextmanager
-    async def _operation(self, name: str) -> AsyncIterator[None]:
-        """Time an operation, count its outcome, and turn Redis failures into ours."""
+    async def _call(self, operation: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run one store operation through the retry layer, timed and counted, with
+        Redis failures turned into sessionlib's exceptions."""
+        if self.watcher is not None and not self.watcher.started:
+            self.watcher.start()
         started = time.perf_counter()
         outcome = "error"
         try:
-            yield
+            result = await self.retry.call(operation, attempt, self.observer)
             outcome = "success"
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise SessionStoreUnavailable(f"store unreachable during {name}: {exc}") from exc
-        except redis_errors.ResponseError as exc:
-            if str(exc).startswith(_UNAVAILABLE_REPLIES) or any(
-                f" {reply} " in f" {exc} " for reply in _UNAVAILABLE_REPLIES
-            ):
-                raise SessionStoreUnavailable(f"no writable master during {name}: {exc}") from exc
-            raise SessionError(f"Redis refused {name}: {exc}") from exc
+            return result
+        except redis_errors.RedisError as exc:
+            if retry_reason(exc) is not None:
+                outcome = "unavailable"
+                raise SessionStoreUnavailable(
+                    f"session store unavailable during {operation}: {exc}"
+                ) from exc
+            raise SessionError(f"Redis refused {operation}: {exc}") from exc
         finally:
-            self.observer.operation(name, outcome, time.perf_counter() - started)
+            self.observer.operation(operation, outcome, time.perf_counter() - started)

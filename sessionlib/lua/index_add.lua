@@ -15,6 +15,10 @@ redis.call('PEXPIREAT', KEYS[1], last[2])
 local cap = tonumber(ARGV[4])
 local count = redis.call('ZCARD', KEYS[1])
 if cap == 0 or count <= cap then return {} end
-local evicted = redis.call('ZRANGE', KEYS[1], 0, count - cap - 1)
+-- Oldest first, but never the session being added (ties in expiry are possible).
+local evicted = {}
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, count - cap)) do
+  if sid ~= ARGV[1] and #evicted < count - cap then table.insert(evicted, sid) end
+end
 redis.call('ZREM', KEYS[1], unpack(evicted))
 return evicted
