@@ -69,6 +69,7 @@ class SentinelWatcher:
         self._tasks: dict[Address, asyncio.Task[None]] = {}
         self._refresher: asyncio.Task[None] | None = None
         self.current: Address | None = None
+        self._stopping = False
 
     @property
     def started(self) -> bool:
@@ -78,17 +79,20 @@ class SentinelWatcher:
         """Start watching (idempotent); needs a running event loop."""
         if self._refresher is not None:
             return
+        self._stopping = False
         for client in self._sentinel.sentinels:
             self._watch(_address_of(client))
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def stop(self) -> None:
+        # redis-py can turn a cancellation inside a read into a ConnectionError, which
+        # the loops would survive: the flag ends them, the timeout bounds the wait.
+        self._stopping = True
         tasks = [*self._tasks.values(), *([self._refresher] if self._refresher else [])]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         self._tasks.clear()
         self._refresher = None
 
@@ -103,12 +107,23 @@ class SentinelWatcher:
             await self._pool.disconnect(inuse_connections=True)
         self._on_master(address)
 
+    async def confirm(self) -> None:
+        """Ask Sentinel who the master is, before a retry: after a missed announcement
+        (or a paused master that came back still calling itself master) the pool may
+        hold connections to a node that can no longer take writes."""
+        address = await self._sentinel.discover_master(self._master_name)
+        if address != self.current:
+            await self.switch_to(address)
+        else:
+            # Idle connections reconnect through Sentinel on their next use.
+            await self._pool.disconnect(inuse_connections=False)
+
     def _watch(self, address: Address) -> None:
         if address not in self._tasks:
             self._tasks[address] = asyncio.create_task(self._subscribe_forever(address))
 
     async def _subscribe_forever(self, address: Address) -> None:
-        while True:
+        while not self._stopping:
             client = Redis(host=address[0], port=address[1], **self._client_kwargs())
             try:
                 async with client.pubsub() as pubsub:
@@ -136,20 +151,12 @@ class SentinelWatcher:
             await self.switch_to(new)
 
     async def _refresh_forever(self) -> None:
-        while True:
+        # Learns the master at start, and catches a `+switch-master` that was missed.
+        while not self._stopping:
             with contextlib.suppress(Exception):
-                await self._confirm_master()
+                await self.switch_to(await self._sentinel.discover_master(self._master_name))
                 await self.refresh_sentinels()
             await asyncio.sleep(self._refresh_seconds)
-
-    async def _confirm_master(self) -> None:
-        """Learn the master at start, and catch a `+switch-master` that was missed."""
-        address = await self._sentinel.discover_master(self._master_name)
-        if self.current is None:
-            self.current = address
-            self._on_master(address)
-        elif address != self.current:
-            await self.switch_to(address)
 
     async def refresh_sentinels(self) -> None:
         """Learn sentinels added since start-up from the ones we know."""

@@ -6,6 +6,7 @@ redis-py's own retries are off (see connection.py), so every retry is counted he
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -75,6 +76,7 @@ class RetryPolicy:
         operation: str,
         attempt: Callable[[], Awaitable[T]],
         observer: StoreObserver,
+        before_retry: Callable[[], Awaitable[None]] | None = None,
     ) -> T:
         """Run `attempt` until it succeeds, fails for good, or the deadline would pass.
 
@@ -97,7 +99,12 @@ class RetryPolicy:
             before_sleep=count,
             reraise=True,
         )
+        first = True
         async for attempt_state in retrying:
             with attempt_state:
+                if not first and before_retry is not None:
+                    with contextlib.suppress(Exception):  # its own failure is no news
+                        await before_retry()
+                first = False
                 return await attempt()
         raise AssertionError("tenacity ends with a result or an exception")

@@ -381,7 +381,8 @@ class SessionStore:
         started = time.perf_counter()
         outcome = "error"
         try:
-            result = await self.retry.call(operation, attempt, self.observer)
+            confirm = self.watcher.confirm if self.watcher else None
+            result = await self.retry.call(operation, attempt, self.observer, confirm)
             outcome = "success"
             return result
         except redis_errors.RedisError as exc:

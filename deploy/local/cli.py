@@ -1,0 +1,230 @@
+"""Command line of the local topology: `python -m deploy.local.topology <command>`.
+Prints what a person needs to know; expected failures exit 1 with one message, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from deploy.local.errors import TopologyError
+from deploy.local.spec import TopologySpec
+from deploy.local.topology import DEFAULT_RUN_DIR, LocalTopology, NodeStatus
+
+PROG = "python -m deploy.local.topology"
+
+EPILOG = f"""\
+Settings: every flag below falls back to an environment variable, then to the default
+(DESIGN.md §3); only `up` takes ports, the other commands read them from the state file
+that `up` wrote in the run directory.
+  --run-dir DIR            SESSIONLIB_LOCAL_RUN_DIR          default {DEFAULT_RUN_DIR}
+  --redis-ports P,P,P      SESSIONLIB_LOCAL_REDIS_PORTS      default 6380,6381,6382
+                           (the first one starts as master)
+  --sentinel-ports P,P,P   SESSIONLIB_LOCAL_SENTINEL_PORTS   default 26380,26381,26382
+  --password PW            SESSIONLIB_LOCAL_REDIS_PASSWORD   default none (no AUTH)
+
+NODE is a name (redis-1, sentinel-2), a port (6381), host:port, or `master` (the
+current master as the sentinels name it).
+
+Examples:
+  {PROG} up
+  {PROG} kill master && {PROG} wait-failover --from 127.0.0.1:6380
+  {PROG} restart redis-1
+  {PROG} down
+"""
+
+
+def _ports(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected ports like 6380,6381,6382, got {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; `--help` documents the flags and their environment variables."""
+    run_dir = argparse.ArgumentParser(add_help=False)
+    run_dir.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path(os.environ.get("SESSIONLIB_LOCAL_RUN_DIR", DEFAULT_RUN_DIR)),
+        metavar="DIR",
+        help="where state, configs, data and logs live (default: %(default)s)",
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Start, inspect and break the local Redis HA topology "
+        "(1 master, 2 replicas, 3 sentinels on 127.0.0.1).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        parents=[run_dir],
+        help="start it and wait until ready",
+        description="Start the topology from empty data and wait until replicas are linked "
+        "and the sentinels agree. Flags fall back to SESSIONLIB_LOCAL_RUN_DIR, "
+        "SESSIONLIB_LOCAL_REDIS_PORTS, SESSIONLIB_LOCAL_SENTINEL_PORTS and "
+        "SESSIONLIB_LOCAL_REDIS_PASSWORD.",
+    )
+    up.add_argument(
+        "--redis-ports",
+        type=_ports,
+        default=_ports(os.environ.get("SESSIONLIB_LOCAL_REDIS_PORTS", "6380,6381,6382")),
+        metavar="P,P,P",
+        help="Redis ports, the first starts as master (default: 6380,6381,6382)",
+    )
+    up.add_argument(
+        "--sentinel-ports",
+        type=_ports,
+        default=_ports(os.environ.get("SESSIONLIB_LOCAL_SENTINEL_PORTS", "26380,26381,26382")),
+        metavar="P,P,P",
+        help="Sentinel ports (default: 26380,26381,26382)",
+    )
+    up.add_argument(
+        "--password",
+        default=os.environ.get("SESSIONLIB_LOCAL_REDIS_PASSWORD") or None,
+        metavar="PW",
+        help="requirepass/masterauth of the Redis nodes (default: none)",
+    )
+    up.add_argument("--timeout", type=float, default=30.0, help="seconds (default: 30)")
+
+    commands.add_parser("down", parents=[run_dir], help="stop everything `up` started")
+    commands.add_parser("status", parents=[run_dir], help="each node's state and role")
+    commands.add_parser("master", parents=[run_dir], help="print the current master host:port")
+    for name, text in [
+        ("kill", "SIGKILL a node"),
+        ("pause", "SIGSTOP a node"),
+        ("resume", "SIGCONT a paused node"),
+        ("restart", "start a node again with its config and data"),
+    ]:
+        command = commands.add_parser(name, parents=[run_dir], help=text)
+        command.add_argument("node", metavar="NODE")
+    wait = commands.add_parser(
+        "wait-failover", parents=[run_dir], help="wait until sentinels agree on a new master"
+    )
+    wait.add_argument("--from", dest="old", required=True, metavar="HOST:PORT")
+    wait.add_argument("--timeout", type=float, default=30.0, help="seconds (default: 30)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return _run(args)
+    except TopologyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (`| head`) went away: stop quietly, as other command line tools do.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes it at exit
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "up":
+        spec = TopologySpec(
+            redis_ports=args.redis_ports,
+            sentinel_ports=args.sentinel_ports,
+            password=args.password,
+        )
+        topology = LocalTopology(args.run_dir, spec)
+        topology.up(timeout=args.timeout)
+        _print_table(topology.status())
+        sentinels = ",".join(f"{host}:{port}" for host, port in topology.sentinel_addresses)
+        print(f"\nmaster name {topology.master_name}; sentinels {sentinels}")
+        print(f"stop it with: {_down_command(topology)}")
+        return 0
+
+    topology = LocalTopology(args.run_dir)
+    if args.command == "down":
+        return _down(topology)
+    if not topology.processes:
+        raise TopologyError(
+            f"no local topology is recorded in {topology.run_dir}; start one with "
+            f"`make up-local` or `{PROG} up --run-dir {topology.run_dir}`"
+        )
+    if args.command == "status":
+        _print_table(topology.status())
+        try:
+            master = topology.master_address()
+        except TopologyError as exc:
+            master = f"unknown: {exc}"
+        print(f"\nmaster (per sentinels): {master}")
+    elif args.command == "master":
+        print(topology.master_address())
+    elif args.command == "wait-failover":
+        print(topology.wait_for_failover(args.old, timeout=args.timeout))
+    else:
+        actions = {
+            "kill": topology.kill,
+            "pause": topology.pause,
+            "resume": topology.resume,
+            "restart": topology.restart,
+        }
+        node = actions[args.command](args.node)
+        pid = next((p.pid for p in topology.processes if p.name == node.name), None)
+        print(f"{args.command}: {node.name} ({node.address}, pid {pid})")
+    return 0
+
+
+def _down(topology: LocalTopology) -> int:
+    recorded = topology.processes
+    if not recorded:
+        print(f"nothing to stop: no local topology is recorded in {topology.run_dir}")
+        return 0
+    stopped = topology.down()
+    if stopped:
+        print(f"stopped {', '.join(stopped)}")
+    else:
+        print(
+            f"none of the {len(recorded)} processes recorded in {topology.run_dir} was still "
+            "running (crashed run?); removed its state file"
+        )
+    return 0
+
+
+def _down_command(topology: LocalTopology) -> str:
+    if topology.run_dir == DEFAULT_RUN_DIR.absolute():
+        return "make down-local"
+    return f"{PROG} down --run-dir {topology.run_dir}"
+
+
+def _shown_path(path: str) -> str:
+    """Paths under the current directory are shown relative to it, the others in full."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def _print_table(rows: list[NodeStatus]) -> None:
+    table = [("NAME", "ADDRESS", "PID", "STATE", "ROLE", "DETAIL", "LOG")]
+    table += [
+        (
+            row.node.name,
+            row.node.address,
+            str(row.pid or "-"),
+            row.liveness,
+            row.role,
+            row.detail,
+            _shown_path(row.log),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        print("  ".join(cells).rstrip())

@@ -1,0 +1,91 @@
+"""What a local topology consists of: its nodes, ports and the Sentinel/Redis settings it uses.
+A plain value, saved in the state file so later commands act on what `up` really started."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from deploy.local.errors import TopologyError
+
+NodeKind = Literal["redis", "sentinel"]
+
+
+@dataclass(frozen=True)
+class Node:
+    """A Redis node or a sentinel of the topology, named `redis-1`, `sentinel-2`, ..."""
+
+    name: str
+    kind: NodeKind
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TopologySpec:
+    """What to start. The first Redis port starts as master; the defaults are DESIGN §3."""
+
+    redis_ports: tuple[int, ...] = (6380, 6381, 6382)
+    sentinel_ports: tuple[int, ...] = (26380, 26381, 26382)
+    host: str = "127.0.0.1"
+    password: str | None = None
+    master_name: str = "mymaster"
+    quorum: int = 2
+    down_after_ms: int = 1000
+    failover_timeout_ms: int = 3000
+    min_replicas_to_write: int = 1
+    min_replicas_max_lag: int = 10
+
+    def __post_init__(self) -> None:
+        ports = [*self.redis_ports, *self.sentinel_ports]
+        if len(set(ports)) != len(ports):
+            raise TopologyError(f"every Redis and Sentinel port must differ, got {ports}")
+        if any(not 0 < port < 65536 for port in ports):
+            raise TopologyError(f"ports must be between 1 and 65535, got {ports}")
+        if len(self.redis_ports) <= self.min_replicas_to_write:
+            raise TopologyError(
+                f"{len(self.redis_ports)} Redis port(s) leave fewer replicas than "
+                f"min-replicas-to-write {self.min_replicas_to_write}: the master would refuse "
+                "every write"
+            )
+        if self.password is not None and any(c in self.password for c in " \t\n\"'\\"):
+            # Sentinel 7.0 writes auth-pass back into its config unquoted when it rewrites it,
+            # so such a password would leave a config that a restarted sentinel cannot read.
+            raise TopologyError("the Redis password must not contain spaces, quotes or \\")
+        if not 1 <= self.quorum <= len(self.sentinel_ports):
+            raise TopologyError(
+                f"quorum {self.quorum} needs between 1 and {len(self.sentinel_ports)} sentinels"
+            )
+
+    @property
+    def redis_nodes(self) -> list[Node]:
+        return [
+            Node(f"redis-{i}", "redis", self.host, port)
+            for i, port in enumerate(self.redis_ports, 1)
+        ]
+
+    @property
+    def sentinel_nodes(self) -> list[Node]:
+        return [
+            Node(f"sentinel-{i}", "sentinel", self.host, port)
+            for i, port in enumerate(self.sentinel_ports, 1)
+        ]
+
+    def to_settings(self) -> dict[str, Any]:
+        """The spec as JSON-ready settings for the state file."""
+        return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> TopologySpec:
+        """The spec saved by `to_settings` (JSON turned the port tuples into lists)."""
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in settings.items()
+            if key in known
+        }
+        return cls(**values)
