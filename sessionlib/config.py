@@ -127,6 +127,11 @@ class SessionSettings(_Strict):
     max_session_bytes: int = Field(default=256 * 1024, ge=1)
     max_attributes: int = Field(default=256, ge=1)
     max_sessions_per_user: int | None = Field(default=None, ge=1)
+    stale_reads_during_failover: bool = Field(
+        default=False,
+        description="serve loads from the freshest replica while no master answers",
+    )
+    stale_read_after_seconds: float = Field(default=0.5, gt=0)
     durability: DurabilitySettings = Field(default_factory=DurabilitySettings)
 
     @model_validator(mode="after")

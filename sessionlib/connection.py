@@ -17,6 +17,7 @@ from sessionlib.config import RedisSettings
 from sessionlib.errors import ConfigurationError
 from sessionlib.failover import Address, MasterVerifyingConnection, SentinelWatcher, format_address
 from sessionlib.observer import StoreObserver
+from sessionlib.replicas import ReplicaReader
 
 
 def _no_retries() -> Retry:
@@ -85,6 +86,19 @@ def create_redis(settings: RedisSettings) -> Redis:
         return master
     raise ConfigurationError(
         "redis.mode 'cluster' is not yet supported; use 'sentinel' or 'standalone'"
+    )
+
+
+def read_replicas(redis: Redis, settings: RedisSettings) -> ReplicaReader | None:
+    """Replica access for stale reads during a failover (Sentinel mode only)."""
+    pool = redis.connection_pool
+    if settings.mode != "sentinel" or not isinstance(pool, SentinelConnectionPool):
+        return None
+    return ReplicaReader(
+        pool.sentinel_manager,
+        settings.master_name,
+        _connection_kwargs(settings),
+        timeout_seconds=settings.socket_timeout_seconds,
     )
 
 

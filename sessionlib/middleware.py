@@ -101,6 +101,8 @@ class SessionMiddleware:
             return
         session = Session(stored)
         scope["session"] = session
+        # request.state.session_stale: served by a replica while no master answered.
+        scope.setdefault("state", {})["session_stale"] = bool(stored and stored.stale)
         scope[STORE_SCOPE_KEY] = self.store
         if scope["type"] == "websocket":
             # A websocket has no response headers to carry a new id: read-only here.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from redis import exceptions as redis_errors
@@ -70,6 +70,10 @@ class RetryPolicy:
     @classmethod
     def from_settings(cls, settings: RetrySettings) -> RetryPolicy:
         return cls(**settings.model_dump())
+
+    def within(self, deadline_seconds: float) -> RetryPolicy:
+        """The same policy with a shorter deadline (never a longer one)."""
+        return replace(self, deadline_seconds=min(deadline_seconds, self.deadline_seconds))
 
     async def call(
         self,

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from sessionlib.config import SessionSettings, Settings
-from sessionlib.connection import create_redis, watch_master
+from sessionlib.connection import create_redis, read_replicas, watch_master
 from sessionlib.errors import (
     DurabilityShortfall,
     SessionDataError,
@@ -30,6 +30,7 @@ from sessionlib.errors import (
 from sessionlib.failover import SentinelWatcher
 from sessionlib.ids import new_raw_id, redact
 from sessionlib.observer import NullObserver, StoreObserver
+from sessionlib.replicas import ReplicaReader
 from sessionlib.resilience import RetryPolicy, retry_reason
 from sessionlib.scripts import LuaScript, Step, run_pipeline
 from sessionlib.serialization import attribute_for, decode_value, encode_value, field_for
@@ -56,6 +57,7 @@ class StoredSession:
     absolute_expiry_ms: int
     version: int
     ttl_refreshed: bool
+    stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,12 +102,14 @@ class SessionStore:
         observer: StoreObserver | None = None,
         retry: RetryPolicy | None = None,
         watcher: SentinelWatcher | None = None,
+        replicas: ReplicaReader | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings or SessionSettings()
         self.observer: StoreObserver = observer or NullObserver()
         self.retry = retry or RetryPolicy()
         self.watcher = watcher
+        self.replicas = replicas
 
     @classmethod
     def from_settings(
@@ -114,17 +118,21 @@ class SessionStore:
         """A store for the configured topology; in Sentinel mode it follows failovers."""
         chosen: StoreObserver = observer or NullObserver()
         redis = create_redis(settings.redis)
+        stale_reads = settings.session.stale_reads_during_failover
         return cls(
             redis,
             settings.session,
             observer=chosen,
             retry=RetryPolicy.from_settings(settings.redis.retry),
             watcher=watch_master(redis, settings.redis, chosen),
+            replicas=read_replicas(redis, settings.redis) if stale_reads else None,
         )
 
     async def close(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
+        if self.replicas is not None:
+            await self.replicas.close()
         await self.redis.aclose()
 
     # -- keys ---------------------------------------------------------------------------
@@ -138,15 +146,57 @@ class SessionStore:
     # -- reading ------------------------------------------------------------------------
 
     async def load(self, session_id: str) -> StoredSession | None:
-        """The session, or None when it does not exist or has expired (one round trip)."""
+        """The session, or None when it does not exist or has expired (one round trip).
+
+        With stale reads on, a load that finds no master within
+        `stale_read_after_seconds` is answered by the freshest replica (`stale=True`),
+        and only when no replica answers does it go on waiting for the master.
+        """
+        if self.replicas is None:
+            return await self._load_from_master(session_id, self.retry)
+        try:
+            impatient = self.retry.within(self.settings.stale_read_after_seconds)
+            return await self._load_from_master(session_id, impatient)
+        except SessionStoreUnavailable:
+            pass
+        try:
+            return await self._call("load_stale", lambda: self._read_replicas(session_id))
+        except SessionStoreUnavailable:
+            return await self._load_from_master(session_id, self.retry)
+
+    async def _load_from_master(self, session_id: str, retry: RetryPolicy) -> StoredSession | None:
         throttle_ms = int(self.settings.refresh_throttle_seconds * 1000)
         key = self.session_key(session_id)
-        reply = await self._call("load", lambda: _LOAD.run(self.redis, [key], [throttle_ms]))
+        reply = await self._call(
+            "load", lambda: _LOAD.run(self.redis, [key], [throttle_ms]), retry=retry
+        )
         if len(reply) < 2:
             return None
         return self._decode(session_id, reply[1], ttl_refreshed=bool(reply[0]))
 
-    def _decode(self, session_id: str, flat: list[Any], *, ttl_refreshed: bool) -> StoredSession:
+    async def _read_replicas(self, session_id: str) -> StoredSession | None:
+        """The freshest live copy among the replicas (None: no replica has it); raises
+        SessionStoreUnavailable when no replica answered at all."""
+        assert self.replicas is not None
+        copies = await self.replicas.read_hash(self.session_key(session_id))
+        if not copies:
+            raise SessionStoreUnavailable("no master and no replica answered")
+        now_ms = int(time.time() * 1000)
+        live = [
+            self._decode(
+                session_id,
+                [x for pair in copy.items() for x in pair],
+                ttl_refreshed=False,
+                stale=True,
+            )
+            for copy in copies
+            if copy and int(copy.get(b"_abs", b"0")) > now_ms
+        ]
+        return max(live, key=lambda s: s.version, default=None)
+
+    def _decode(
+        self, session_id: str, flat: list[Any], *, ttl_refreshed: bool, stale: bool = False
+    ) -> StoredSession:
         meta: dict[str, str] = {}
         stored: dict[str, str] = {}
         attributes: dict[str, Any] = {}
@@ -171,10 +221,11 @@ class SessionStore:
             attributes=attributes,
             stored_fields=stored,
             user=meta.get("_user"),
-            created_ms=int(meta["_created"]),
+            created_ms=int(meta.get("_created", "0")),
             absolute_expiry_ms=int(meta["_abs"]),
             version=int(meta.get("_ver", "0")),
             ttl_refreshed=ttl_refreshed,
+            stale=stale,
         )
 
     # -- writing ------------------------------------------------------------------------
@@ -373,7 +424,13 @@ class SessionStore:
                     raise DurabilityShortfall(acknowledged, durability.replicas)
         return results
 
-    async def _call(self, operation: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self,
+        operation: str,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> T:
         """Run one store operation through the retry layer, timed and counted, with
         Redis failures turned into sessionlib's exceptions."""
         if self.watcher is not None and not self.watcher.started:
@@ -382,9 +439,13 @@ class SessionStore:
         outcome = "error"
         try:
             confirm = self.watcher.confirm if self.watcher else None
-            result = await self.retry.call(operation, attempt, self.observer, confirm)
+            policy = retry or self.retry
+            result = await policy.call(operation, attempt, self.observer, confirm)
             outcome = "success"
             return result
+        except SessionStoreUnavailable:
+            outcome = "unavailable"
+            raise
         except redis_errors.RedisError as exc:
             if retry_reason(exc) is not None:
                 outcome = "unavailable"

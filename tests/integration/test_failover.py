@@ -4,6 +4,7 @@ failover by itself, never writes to a demoted master, and honours durability."""
 import asyncio
 import time
 
+import httpx
 import pytest
 
 from sessionlib.config import load_settings
@@ -168,3 +169,56 @@ async def test_with_every_redis_node_down_the_caller_gets_unavailable_after_the_
         assert sum(observer.retries.values()) >= 1
     finally:
         await store.close()
+
+
+async def test_with_stale_reads_on_a_load_in_the_failover_window_is_served_by_a_replica(
+    local_topology,
+):
+    observer = RecordingObserver()
+    store = sentinel_store(
+        local_topology, observer, stale_reads_during_failover=True, stale_read_after_seconds=0.3
+    )
+    app = stale_flag_app(store)
+    try:
+        sid = await store.create({"cart": ["a"]})
+        await store.save(await store.load(sid), {"cart": ["a", "b"]})
+        await asyncio.sleep(0.2)  # replication is asynchronous
+        old_master = local_topology.master_address()
+        local_topology.kill("master")  # down-after is 1 s: the load below is inside the window
+        loaded = await store.load(sid)
+        assert loaded.stale and loaded.attributes == {"cart": ["a", "b"]}
+        assert observer.operations[("load_stale", "success")] == 1
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            answer = (await c.get("/", headers={"X-Session-Id": sid})).json()
+        assert answer["cart"] == ["a", "b"]
+        local_topology.wait_for_failover(old_master)
+        fresh = await store.load(sid)
+        assert not fresh.stale and fresh.attributes == {"cart": ["a", "b"]}
+    finally:
+        await store.close()
+
+
+async def test_without_stale_reads_a_load_waits_for_the_new_master(local_topology):
+    store = sentinel_store(local_topology)
+    try:
+        sid = await store.create({"cart": ["a"]})
+        local_topology.kill("master")
+        loaded = await store.load(sid)
+        assert not loaded.stale and loaded.attributes == {"cart": ["a"]}
+    finally:
+        await store.close()
+
+
+def stale_flag_app(store: SessionStore):
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from sessionlib.middleware import SessionMiddleware
+
+    async def show(request):
+        return JSONResponse({"stale": request.state.session_stale, **request.session})
+
+    app = Starlette(routes=[Route("/", show)])
+    app.add_middleware(SessionMiddleware, store=store)
+    return app
