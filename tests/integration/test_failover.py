@@ -53,7 +53,9 @@ async def test_the_store_works_through_sentinel_and_reports_the_master(shared_to
 
 async def test_after_the_master_is_killed_writes_resume_on_the_new_master(local_topology):
     observer = RecordingObserver()
-    store = sentinel_store(local_topology, observer, durability={"replicas": 1, "on_shortfall": "fail"})
+    store = sentinel_store(
+        local_topology, observer, durability={"replicas": 1, "on_shortfall": "fail"}
+    )
     try:
         sid = await store.create({"n": 0})
         await eventually(lambda: observer.masters)
@@ -112,8 +114,9 @@ async def test_a_paused_master_that_comes_back_is_never_written_to(local_topolog
 
 async def test_a_connection_to_a_node_that_is_not_master_is_refused(shared_topology):
     store = sentinel_store(shared_topology)
-    replica = next(n for n in shared_topology.redis_nodes
-                   if n.address != shared_topology.master_address())
+    replica = next(
+        n for n in shared_topology.redis_nodes if n.address != shared_topology.master_address()
+    )
     pool = store.redis.connection_pool
 
     async def sentinel_names_a_replica():
@@ -128,10 +131,14 @@ async def test_a_connection_to_a_node_that_is_not_master_is_refused(shared_topol
         await store.close()
 
 
-async def test_durability_fail_policy_refuses_a_write_too_few_replicas_acknowledged(shared_topology):
+async def test_durability_fail_policy_refuses_a_write_too_few_replicas_acknowledged(
+    shared_topology,
+):
     observer = RecordingObserver()
     store = sentinel_store(
-        shared_topology, observer, durability={"replicas": 5, "timeout_ms": 50, "on_shortfall": "fail"}
+        shared_topology,
+        observer,
+        durability={"replicas": 5, "timeout_ms": 50, "on_shortfall": "fail"},
     )
     try:
         with pytest.raises(DurabilityShortfall, match="2 of 5"):
@@ -144,7 +151,9 @@ async def test_durability_fail_policy_refuses_a_write_too_few_replicas_acknowled
 async def test_durability_accept_policy_counts_the_shortfall_and_keeps_the_write(shared_topology):
     observer = RecordingObserver()
     store = sentinel_store(
-        shared_topology, observer, durability={"replicas": 5, "timeout_ms": 50, "on_shortfall": "accept"}
+        shared_topology,
+        observer,
+        durability={"replicas": 5, "timeout_ms": 50, "on_shortfall": "accept"},
     )
     try:
         sid = await store.create({"a": 1})
@@ -188,7 +197,9 @@ async def test_with_stale_reads_on_a_load_in_the_failover_window_is_served_by_a_
         loaded = await store.load(sid)
         assert loaded.stale and loaded.attributes == {"cart": ["a", "b"]}
         assert observer.operations[("load_stale", "success")] == 1
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as c:
             answer = (await c.get("/", headers={"X-Session-Id": sid})).json()
         assert answer["cart"] == ["a", "b"]
         local_topology.wait_for_failover(old_master)

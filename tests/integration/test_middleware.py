@@ -39,12 +39,14 @@ def counter_app(middleware_class, **middleware_kwargs) -> Starlette:
         request.session["blob"] = "x" * int(request.query_params["n"])
         return JSONResponse({})
 
-    app = Starlette(routes=[
-        Route("/increment", increment, methods=["POST"]),
-        Route("/peek", peek),
-        Route("/clear", clear, methods=["POST"]),
-        Route("/fill", fill, methods=["POST"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/increment", increment, methods=["POST"]),
+            Route("/peek", peek),
+            Route("/clear", clear, methods=["POST"]),
+            Route("/fill", fill, methods=["POST"]),
+        ]
+    )
     app.add_middleware(middleware_class, secret_key=SECRET, **middleware_kwargs)
     return app
 
@@ -64,8 +66,9 @@ async def redis_store(make_store):
 def drop_in(request, redis_store):
     if request.param == "starlette":
         return counter_app(StarletteSessionMiddleware, session_cookie="sid", max_age=600)
-    return counter_app(sessionlib.SessionMiddleware, session_cookie="sid", max_age=600,
-                       store=redis_store)
+    return counter_app(
+        sessionlib.SessionMiddleware, session_cookie="sid", max_age=600, store=redis_store
+    )
 
 
 async def test_swapping_the_import_keeps_request_session_working(drop_in):
@@ -80,8 +83,9 @@ async def test_clearing_the_session_deletes_the_cookie(drop_in):
         await c.post("/increment")
         response = await c.post("/clear")
         assert "sid=" in response.headers["set-cookie"]
-        assert "Max-Age=0" in response.headers["set-cookie"] or "expires=Thu, 01 Jan 1970" in (
-            response.headers["set-cookie"]
+        assert (
+            "Max-Age=0" in response.headers["set-cookie"]
+            or "expires=Thu, 01 Jan 1970" in (response.headers["set-cookie"])
         )
         assert (await c.get("/peek")).json() == {"count": None}
 
@@ -135,10 +139,16 @@ async def test_session_id_is_accepted_from_the_x_session_id_header(redis_store):
         assert response.json() == {"count": 1}
 
 
-@pytest.mark.parametrize("presented", [
-    "not-an-id", "A" * 43, "A" * 43 + ".forgedsignatureforgedsignatureforgedsigna", "é" * 43,
-    "x" * 10_000,
-])
+@pytest.mark.parametrize(
+    "presented",
+    [
+        "not-an-id",
+        "A" * 43,
+        "A" * 43 + ".forgedsignatureforgedsignatureforgedsigna",
+        "é" * 43,
+        "x" * 10_000,
+    ],
+)
 async def test_malformed_or_forged_ids_are_no_session_and_never_reach_redis(
     redis_store, round_trips, presented
 ):

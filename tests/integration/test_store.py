@@ -22,7 +22,10 @@ async def commandstats(redis: Redis) -> dict[str, int]:
 
 async def test_a_session_lives_in_one_hash_with_metadata_and_json_fields(store):
     sid = await store.create({"cart": [{"sku": "a", "qty": 1}], "theme": "dark"}, user="ann")
-    raw = {k.decode(): v.decode() for k, v in (await store.redis.hgetall(store.session_key(sid))).items()}
+    raw = {
+        k.decode(): v.decode()
+        for k, v in (await store.redis.hgetall(store.session_key(sid))).items()
+    }
     assert store.session_key(sid) == f"sessionlib:s:{{{sid}}}"
     assert raw["cart"] == '[{"sku":"a","qty":1}]' and raw["theme"] == '"dark"'
     assert {"_created", "_accessed", "_idle", "_abs", "_ver"} <= set(raw)
@@ -101,7 +104,9 @@ async def test_refresh_is_throttled_so_most_reads_do_not_write(make_store):
 
 
 async def test_absolute_timeout_wins_over_activity(make_store):
-    store = make_store(idle_timeout_seconds=60, absolute_timeout_seconds=2, refresh_throttle_seconds=0)
+    store = make_store(
+        idle_timeout_seconds=60, absolute_timeout_seconds=2, refresh_throttle_seconds=0
+    )
     sid = await store.create({"a": 1})
     assert await store.redis.pttl(store.session_key(sid)) <= 2000
     await asyncio.sleep(1.0)
@@ -181,14 +186,21 @@ async def test_scripts_are_reloaded_after_a_script_cache_flush_without_double_wr
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(name=st.text(min_size=1, max_size=20), value=json_values)
 def test_any_json_compatible_attribute_round_trips_unchanged(redis_server, name, value):
     async def round_trip():

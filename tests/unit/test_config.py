@@ -69,7 +69,7 @@ def test_prod_refuses_a_cookie_without_secure(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("SESSIONLIB_SESSION__COOKIE_HOST_PREFIX", "false")
     monkeypatch.setenv("SESSIONLIB_SESSION__COOKIE_SECURE", "false")
-    with pytest.raises(ConfigurationError, match="session.cookie_secure"):
+    with pytest.raises(ConfigurationError, match=r"session\.cookie_secure"):
         load_settings("prod")
 
 
@@ -77,7 +77,7 @@ def test_prod_refuses_cookies_readable_by_scripts(monkeypatch):
     for name, value in PROD_SECRETS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("SESSIONLIB_SESSION__COOKIE_HTTP_ONLY", "false")
-    with pytest.raises(ConfigurationError, match="session.cookie_http_only"):
+    with pytest.raises(ConfigurationError, match=r"session\.cookie_http_only"):
         load_settings("prod")
 
 
@@ -100,11 +100,11 @@ def test_unknown_profile_bad_yaml_and_bad_values_get_clear_errors(tmp_path):
         load_settings("dev", config_file=broken)
     with pytest.raises(ConfigurationError, match="cannot read config file"):
         load_settings("dev", config_file=tmp_path / "missing.yaml")
-    with pytest.raises(ConfigurationError, match="redis.sentinels"):
+    with pytest.raises(ConfigurationError, match=r"redis\.sentinels"):
         load_settings("dev", redis={"sentinels": ["no-port-here"]})
-    with pytest.raises(ConfigurationError, match="session.idle_timeout_seconds"):
+    with pytest.raises(ConfigurationError, match=r"session\.idle_timeout_seconds"):
         load_settings("dev", session={"idle_timeout_seconds": 0})
-    with pytest.raises(ConfigurationError, match="session.bogus"):
+    with pytest.raises(ConfigurationError, match=r"session\.bogus"):
         load_settings("dev", session={"bogus": 1})
 
 

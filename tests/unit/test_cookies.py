@@ -14,7 +14,9 @@ def test_dev_cookie_is_httponly_lax_without_secure():
 
 
 def test_prod_style_cookie_uses_host_prefix_and_secure():
-    settings = SessionSettings(cookie_secure=True, cookie_host_prefix=True, cookie_same_site="strict")
+    settings = SessionSettings(
+        cookie_secure=True, cookie_host_prefix=True, cookie_same_site="strict"
+    )
     header = CookiePolicy.from_settings(settings, max_age=None).set_cookie("abc")
     assert header.startswith("__Host-session=abc; Path=/;")
     assert "Max-Age" not in header, "max_age None means a browser-session cookie"
