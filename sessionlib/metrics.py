@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from prometheus_client import (
@@ -25,12 +25,26 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Store calls take well under a millisecond on a healthy local Redis and up to the retry
 # deadline (seconds) during a failover; the buckets span both.
 OPERATION_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 # From a login marker (~100 B) to the default per-session limit (256 KiB) and beyond.
 SESSION_SIZE_BUCKETS = (128, 512, 1024, 4096, 16384, 65536, 262144, 1048576)
@@ -220,10 +234,32 @@ class HttpMetricsMiddleware:
 
 
 def route_template(scope: Scope) -> str:
-    """The template of the route that handled the request (set by the router)."""
-    route = scope.get("route")
+    """The template of the route that handled the request, as the router recorded it;
+    else the route the path would have reached, for answers given before routing (a
+    503 from the session middleware must count against `/cart`, not `<unmatched>`)."""
+    route = scope.get("route") or _route_for(scope, getattr(scope.get("app"), "routes", []))
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     return template if isinstance(template, str) and template else UNMATCHED_ROUTE
+
+
+def _route_for(scope: Scope, routes: Iterable[object]) -> BaseRoute | None:
+    """The route (or, for a wrong method, the path's route) among `routes` and the
+    routes they contain. FastAPI's `include_router` wraps routes in an object whose
+    insides are private: those are found only by routing, so declare routes on the app
+    for answers before routing to carry their template."""
+    partial = None
+    for route in routes:
+        if not isinstance(route, BaseRoute):
+            continue
+        match, _ = route.matches(scope)
+        if match == Match.NONE:
+            continue
+        if getattr(route, "path_format", None) is None:
+            route = _route_for(scope, getattr(route, "routes", None) or [])
+        if match == Match.FULL and route is not None:
+            return route
+        partial = partial or route
+    return partial
 
 
 def _method(scope: Scope) -> str:
@@ -241,9 +277,7 @@ def service_registry() -> CollectorRegistry:
     return registry
 
 
-def metrics_response(
-    registry: CollectorRegistry = REGISTRY, accept: str | None = None
-) -> Response:
+def metrics_response(registry: CollectorRegistry = REGISTRY, accept: str | None = None) -> Response:
     """The `/metrics` response: Prometheus text, or OpenMetrics when `accept` asks."""
     encoder, content_type = choose_encoder(accept or "")
     return Response(encoder(registry), media_type=content_type)

@@ -7,6 +7,7 @@ starts, so a failed save can still become a 413 or 503 instead of a lost write.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -29,6 +30,7 @@ from sessionlib.store import SessionStore
 log = logging.getLogger("sessionlib.middleware")
 
 STORE_SCOPE_KEY = "sessionlib.store"
+MIDDLEWARE_SCOPE_KEY = "sessionlib.middleware"
 
 
 class _Unset:
@@ -60,8 +62,11 @@ class SessionMiddleware:
         settings: Settings | None = None,
         store: SessionStore | None = None,
         header_name: str | None = None,
+        exclude_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
+        # Probes and /metrics must neither wait on nor fail with Redis, cookie or not.
+        self.exclude_paths = frozenset(exclude_paths)
         base = store.settings if store else (settings or load_settings()).session
         overrides = {
             name: value
@@ -89,7 +94,7 @@ class SessionMiddleware:
         self.resolver = SessionIdResolver(session_settings.header_name, self.cookie)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.exclude_paths:
             await self.app(scope, receive, send)
             return
         presented, source = self.resolver.resolve(Headers(scope=scope))
@@ -99,8 +104,9 @@ class SessionMiddleware:
         except SessionStoreUnavailable as exc:
             await _error_response(503, exc)(scope, receive, send)
             return
-        session = Session(stored)
+        session = Session(stored, client_id=presented)
         scope["session"] = session
+        scope[MIDDLEWARE_SCOPE_KEY] = self
         # request.state.session_stale: served by a replica while no master answered.
         scope.setdefault("state", {})["session_stale"] = bool(stored and stored.stale)
         scope[STORE_SCOPE_KEY] = self.store
@@ -134,18 +140,18 @@ class SessionMiddleware:
     ) -> list[tuple[str, str]]:
         """Persist what the request did to the session; returns headers to add."""
         stored = session.stored
-        if session.invalidated or (
-            stored and stored.attributes and not session and not session.regenerate_requested
-        ):
+        if session.ending:
             if stored:
                 await self.store.delete(stored.id, user=stored.user)
             return [("set-cookie", self.cookie.clear_cookie())]
-        if session.regenerate_requested or (stored is None and session):
-            new_id = await self.store.regenerate(stored, session, user=session.login_user)
-            client_id = self.ids.encode(new_id)
+        if session.needs_new_id:
+            await self._write_under_new_id(session)
+        stored = session.stored
+        if session.issued_id and stored:
+            await self.store.save(stored, session)  # what changed after an early commit
             return [
-                ("set-cookie", self.cookie.set_cookie(client_id)),
-                (self.resolver.header_name, client_id),
+                ("set-cookie", self.cookie.set_cookie(session.issued_id)),
+                (self.resolver.header_name, session.issued_id),
             ]
         if stored is None:
             # An unknown, expired or forged id in a cookie: make the browser drop it.
@@ -158,6 +164,27 @@ class SessionMiddleware:
         if source == "cookie" and (result.written or stored.ttl_refreshed):
             return [("set-cookie", self.cookie.set_cookie(self.ids.encode(stored.id)))]
         return []
+
+    async def _write_under_new_id(self, session: Session) -> None:
+        stored = await self.store.regenerate(session.stored, session, user=session.login_user)
+        session.adopt(stored, self.ids.encode(stored.id))
+
+    async def downstream_id(self, session: Session) -> str | None:
+        """The id a service-to-service call should carry for this request's session.
+
+        A session created or regenerated earlier in this request is written now, so the
+        downstream service can load it; the response then hands the new id out.
+        """
+        async with session.commit_lock:
+            if session.ending:
+                return None
+            if session.needs_new_id:
+                await self._write_under_new_id(session)
+                log.info(
+                    "session written early as %s for a downstream call",
+                    redact(session.stored.id if session.stored else None),
+                )
+        return session.client_id
 
 
 def _status_for(exc: SessionError) -> int:

@@ -9,7 +9,6 @@ binds each incoming request's caller so the transport finds it without being pas
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import re
@@ -27,12 +26,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sessionlib.config import SessionSettings, Settings, load_settings
-from sessionlib.ids import SessionIdCodec, redact
-from sessionlib.middleware import STORE_SCOPE_KEY
-from sessionlib.resolvers import CookiePolicy, SessionIdResolver
+from sessionlib.middleware import MIDDLEWARE_SCOPE_KEY, SessionMiddleware
 from sessionlib.session import Session
-from sessionlib.store import SessionStore
 
 log = logging.getLogger("sessionlib.propagation")
 
@@ -274,10 +269,11 @@ class PropagatingTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def _no_cookies() -> httpx.Cookies:
+def _no_cookies() -> CookieJar:
     # A client shared by every incoming request must never keep one user's cookie and
-    # send it on another user's call: a jar that accepts nothing.
-    return httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
+    # send it on another user's call: a jar that accepts nothing. (A jar, not
+    # httpx.Cookies: the client copies those into a new jar with the default policy.)
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def propagating_client(
@@ -311,95 +307,41 @@ def propagating_client(
 class RequestCaller:
     """The caller of one incoming request: its request id, and its session id read when
     a call is made, so that a session created or regenerated earlier in the same request
-    is written first and its new id forwarded."""
+    is written first (by the session middleware) and its new id forwarded."""
 
-    def __init__(
-        self,
-        scope: Scope,
-        request_id: str,
-        presented_id: str | None,
-        codec: SessionIdCodec,
-    ) -> None:
+    def __init__(self, scope: Scope, request_id: str) -> None:
         self._scope = scope
         self.request_id = request_id
-        self._presented_id = presented_id
-        self._codec = codec
-        self._flush_lock = asyncio.Lock()
-        self.issued_id: str | None = None
 
     async def session_id(self) -> str | None:
         session = self._scope.get("session")
-        if not isinstance(session, Session) or session.invalidated:
+        middleware = self._scope.get(MIDDLEWARE_SCOPE_KEY)
+        if not isinstance(session, Session) or not isinstance(middleware, SessionMiddleware):
             return None
-        async with self._flush_lock:
-            if session.regenerate_requested or (session.stored is None and session):
-                await self._flush(session)
-        if session.stored is None:
-            return None
-        if self.issued_id is None and self._codec.decode(self._presented_id) == session.stored.id:
-            # Exactly what the client presented: it verifies wherever the keys are shared.
-            return self._presented_id
-        return self._codec.encode(session.stored.id)
-
-    async def _flush(self, session: Session) -> None:
-        """Write the pending new session now, under its new id, so the downstream
-        service can load it; the session middleware then only saves later changes."""
-        store = self._scope.get(STORE_SCOPE_KEY)
-        if not isinstance(store, SessionStore):
-            raise RuntimeError("sessionlib.SessionMiddleware is not installed on this app")
-        new_id = await store.regenerate(session.stored, session, user=session.login_user)
-        # The middleware diffs against `stored` at response time: give it the new one.
-        session.stored = await store.load(new_id)
-        session.login_user = None
-        session.regenerate_requested = False
-        self.issued_id = self._codec.encode(new_id)
-        log.info("session written early as %s for a downstream call", redact(new_id))
+        return await middleware.downstream_id(session)
 
 
 class CallerContextMiddleware:
     """Binds each request's caller for `PropagatingTransport` and echoes `X-Request-Id`.
 
-    Add it after `SessionMiddleware` (so it wraps it) with the same settings and
-    `secret_key`: it needs the same header, cookie and signing keys to read the
-    presented id. When a downstream call wrote a new session early, it sends the new id
-    to the client (cookie and header) unless the session middleware already did.
+    Add it after `SessionMiddleware`, so that it wraps it.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        secret_key: str | None = None,
-        *,
-        settings: Settings | SessionSettings | None = None,
-        request_id_header: str = REQUEST_ID_HEADER,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, request_id_header: str = REQUEST_ID_HEADER) -> None:
         self.app = app
-        chosen = settings or load_settings()
-        session_settings = chosen.session if isinstance(chosen, Settings) else chosen
-        keys = [k.get_secret_value() for k in session_settings.signing_keys]
-        self.codec = SessionIdCodec(([secret_key] if secret_key else []) + keys)
-        self.cookie = CookiePolicy.from_settings(
-            session_settings, session_settings.idle_timeout_seconds
-        )
-        self.resolver = SessionIdResolver(session_settings.header_name, self.cookie)
         self.request_id_header = request_id_header
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        presented, _ = self.resolver.resolve(headers)
-        request_id = incoming_request_id(headers.get(self.request_id_header))
-        caller = RequestCaller(scope, request_id, presented, self.codec)
+        request_id = incoming_request_id(Headers(scope=scope).get(self.request_id_header))
+        caller = RequestCaller(scope, request_id)
         scope[CALLER_SCOPE_KEY] = caller
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                out = MutableHeaders(scope=message)
-                out.setdefault(self.request_id_header, request_id)
-                if caller.issued_id and not _ended(scope.get("session")):
-                    self._announce(out, caller.issued_id)
+                MutableHeaders(scope=message).setdefault(self.request_id_header, request_id)
             await send(message)
 
         token = _current_caller.set(caller)
@@ -407,20 +349,6 @@ class CallerContextMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             _current_caller.reset(token)
-
-
-    def _announce(self, out: MutableHeaders, client_id: str) -> None:
-        """Tell the client the id written early, unless the session middleware already
-        set the cookie or header itself: what it sent is newer."""
-        cookie_prefix = self.cookie.name + "="
-        if not any(v.startswith(cookie_prefix) for v in out.getlist("set-cookie")):
-            out.append("set-cookie", self.cookie.set_cookie(client_id))
-        if self.resolver.header_name not in out:
-            out.append(self.resolver.header_name, client_id)
-
-
-def _ended(session: object) -> bool:
-    return isinstance(session, Session) and session.invalidated
 
 
 def get_caller(request: Request) -> Caller:

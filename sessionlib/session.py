@@ -6,7 +6,10 @@ changed is found by comparing with what was loaded, so nested mutation is saved 
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
+
+import anyio
 
 from sessionlib.store import StoredSession
 
@@ -14,12 +17,21 @@ from sessionlib.store import StoredSession
 class Session(dict[str, Any]):
     """The attributes of one session plus what the middleware must do at response time."""
 
-    def __init__(self, stored: StoredSession | None = None) -> None:
+    def __init__(self, stored: StoredSession | None = None, client_id: str | None = None) -> None:
         super().__init__(stored.attributes if stored else {})
         self.stored = stored
+        # The id as the client presented it (signature included), while it is current.
+        self.client_id = client_id if stored else None
+        # An id this request created, which the response must still hand to the client.
+        self.issued_id: str | None = None
         self.login_user: str | None = None
         self.regenerate_requested = False
         self.invalidated = False
+
+    @cached_property
+    def commit_lock(self) -> anyio.Lock:
+        """Serialises early commits: two downstream calls of one request share one id."""
+        return anyio.Lock()
 
     @property
     def is_new(self) -> bool:
@@ -33,6 +45,19 @@ class Session(dict[str, Any]):
         if self.login_user is not None:
             return self.login_user
         return self.stored.user if self.stored else None
+
+    @property
+    def ending(self) -> bool:
+        """Whether the response will delete this session: logged out, or emptied (as with
+        Starlette, clearing a session that had attributes deletes it)."""
+        emptied = bool(self.stored and self.stored.attributes) and not self
+        return self.invalidated or (emptied and not self.regenerate_requested)
+
+    @property
+    def needs_new_id(self) -> bool:
+        """Whether committing means writing under a fresh id (login, regeneration, or a
+        first write to a new session)."""
+        return self.regenerate_requested or (self.stored is None and bool(self))
 
     def login(self, user: str) -> None:
         """Bind the session to `user` under a fresh id (no session fixation)."""
@@ -50,5 +75,12 @@ class Session(dict[str, Any]):
         """Log out: drop every attribute and delete the session for every service."""
         self.clear()
         self.invalidated = True
+        self.login_user = None
+        self.regenerate_requested = False
+
+    def adopt(self, stored: StoredSession, client_id: str) -> None:
+        """Take on a session just written under a new id: later saves diff against it."""
+        self.stored = stored
+        self.client_id = self.issued_id = client_id
         self.login_user = None
         self.regenerate_requested = False

@@ -67,6 +67,7 @@ class Delta:
     to_set: dict[str, str]
     to_remove: list[str]
     size_bytes: int
+    encoded: dict[str, str]  # every attribute by name, as stored afterwards
 
     def __bool__(self) -> bool:
         return bool(self.to_set or self.to_remove)
@@ -238,11 +239,12 @@ class SessionStore:
         before = loaded.stored_fields if loaded else {}
         unreadable = set(before) - set(loaded.attributes) if loaded else set()
         to_set: dict[str, str] = {}
+        encoded_all: dict[str, str] = {}
         size = 0
         for name, value in attributes.items():
             if not isinstance(name, str):
                 raise SessionDataError(f"session attribute names must be str, not {name!r}")
-            encoded = encode_value(name, value)
+            encoded = encoded_all[name] = encode_value(name, value)
             value_size = len(encoded.encode())
             if value_size > limits.max_attribute_bytes:
                 raise SessionTooLarge(
@@ -256,7 +258,7 @@ class SessionStore:
         if size > limits.max_session_bytes:
             raise SessionTooLarge("session size (bytes)", size, limits.max_session_bytes)
         removed = [field_for(n) for n in before if n not in attributes and n not in unreadable]
-        return Delta(to_set=to_set, to_remove=removed, size_bytes=size)
+        return Delta(to_set=to_set, to_remove=removed, size_bytes=size, encoded=encoded_all)
 
     async def save(self, loaded: StoredSession, attributes: Mapping[str, Any]) -> SaveResult:
         """Write only what changed since `loaded`; never re-creates a deleted session."""
@@ -279,7 +281,7 @@ class SessionStore:
 
     async def create(self, attributes: Mapping[str, Any], *, user: str | None = None) -> str:
         """A new session holding `attributes`; returns its id."""
-        return await self.regenerate(None, attributes, user=user)
+        return (await self.regenerate(None, attributes, user=user)).id
 
     async def regenerate(
         self,
@@ -288,8 +290,9 @@ class SessionStore:
         *,
         user: str | None = None,
         restart_lifetime: bool = True,
-    ) -> str:
+    ) -> StoredSession:
         """Move a session to a fresh id (on login), deleting the old one; Cluster-safe.
+        Returns the new session as a later save needs it, with no extra read.
 
         No cross-slot `RENAME`: the new hash is written from the attributes in hand and
         the old key deleted in the same pipeline.
@@ -326,8 +329,9 @@ class SessionStore:
 
         operation = "create" if previous is None else "regenerate"
         results = await self._call(operation, lambda: self._write(steps, [_CREATE, _INDEX_ADD]))
-        if int(results[0][0]) == 0:
-            raise SessionError("could not create a session (id clash or zero lifetime)")
+        expiry, created = (int(x) for x in results[0]) if len(results[0]) == 2 else (0, 0)
+        if expiry == 0:
+            raise SessionError("could not create a session with a zero lifetime")
         self.observer.session_created()
         self.observer.session_size(delta.size_bytes)
         if previous is not None:
@@ -335,7 +339,16 @@ class SessionStore:
         evicted = [_text(sid) for sid in results[1]] if owner else []
         if evicted:
             await self._evict(evicted)
-        return new_id
+        return StoredSession(
+            id=new_id,
+            attributes=dict(attributes),
+            stored_fields=delta.encoded,
+            user=owner,
+            created_ms=created,
+            absolute_expiry_ms=expiry,
+            version=1,
+            ttl_refreshed=False,
+        )
 
     async def _evict(self, session_ids: list[str]) -> None:
         """Delete sessions pushed out of a user's index by the per-user cap."""

@@ -1,8 +1,11 @@
 -- Creates a session hash with its metadata and attributes, unless the key exists.
 -- KEYS[1] session hash; ARGV: idle seconds, absolute timeout seconds, user ('' for
 -- none), created ms ('' for now), absolute expiry ms ('' for now + absolute timeout),
--- then field/value pairs. Returns {absolute expiry ms, created ms}, or {0} on a clash.
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+-- then field/value pairs. Returns {absolute expiry ms, created ms}, or {0} for a zero
+-- lifetime. Ids are 256 random bits, so an existing key can only be this same create,
+-- run again by the retry layer after an unknown outcome: it reports that one.
+local existing = redis.call('HMGET', KEYS[1], '_abs', '_created')
+if existing[1] then return {tonumber(existing[1]), tonumber(existing[2])} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local idle = tonumber(ARGV[1])

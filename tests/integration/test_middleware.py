@@ -232,3 +232,19 @@ async def test_login_regenerates_the_id_and_logout_deletes_the_session(redis_sto
         await c.post("/logout")
         assert (await c.get("/me", headers={"X-Session-Id": second})).status_code == 401
         assert await redis_store.sessions_of("ann") == []
+
+
+async def test_excluded_paths_never_touch_the_store_even_with_a_session_cookie(
+    redis_store, round_trips
+):
+    async def healthz(request: Request):
+        return JSONResponse({"session": "session" in request.scope})
+
+    app = counter_app(sessionlib.SessionMiddleware, store=redis_store, exclude_paths={"/healthz"})
+    app.router.routes.append(Route("/healthz", healthz))
+    async with client(app) as c:
+        await c.post("/increment")
+        round_trips.reset()
+        response = await c.get("/healthz")
+        assert response.json() == {"session": False}
+        assert round_trips.count == 0
