@@ -40,7 +40,10 @@ lint: setup ## ruff on everything
 typecheck: setup ## mypy --strict on the library
 	$(VENV)/bin/mypy sessionlib
 
-up-local: setup ## start 3 Redis + 3 Sentinels on 127.0.0.1 (state in .run/)
+demo: setup ## the main job: the local HA stack, a login, a cart, a killed master, nothing lost
+	$(PY) -m deploy.local.demo
+
+up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart on 127.0.0.1 (state in .run/)
 	$(TOPOLOGY) up
 
 down-local: setup ## stop everything up-local started

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deploy.local.errors import TopologyError
+from deploy.local.processes import liveness
 from deploy.local.spec import TopologySpec
+from deploy.local.stack import ServicePorts, running_services, start_services
 from deploy.local.topology import DEFAULT_RUN_DIR, LocalTopology, NodeStatus
 
 PROG = "python -m deploy.local.topology"
@@ -95,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="requirepass/masterauth of the Redis nodes (default: none)",
     )
     up.add_argument("--timeout", type=float, default=30.0, help="seconds (default: 30)")
+    up.add_argument(
+        "--gateway-port",
+        type=int,
+        default=int(os.environ.get("SESSIONLIB_LOCAL_GATEWAY_PORT", "8080")),
+        help="gateway service port (default: 8080)",
+    )
+    up.add_argument(
+        "--cart-port",
+        type=int,
+        default=int(os.environ.get("SESSIONLIB_LOCAL_CART_PORT", "8081")),
+        help="cart service port (default: 8081)",
+    )
+    up.add_argument(
+        "--no-services", action="store_true", help="only Redis and Sentinel, no gateway/cart"
+    )
 
     commands.add_parser("down", parents=[run_dir], help="stop everything `up` started")
     commands.add_parser("status", parents=[run_dir], help="each node's state and role")
@@ -119,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll
     try:
         return _run(args)
     except TopologyError as exc:
@@ -142,7 +160,14 @@ def _run(args: argparse.Namespace) -> int:
         )
         topology = LocalTopology(args.run_dir, spec)
         topology.up(timeout=args.timeout)
+        if not args.no_services:
+            try:
+                start_services(topology, ServicePorts(args.gateway_port, args.cart_port))
+            except TopologyError:
+                topology.down()
+                raise
         _print_table(topology.status())
+        _print_services(topology)
         sentinels = ",".join(f"{host}:{port}" for host, port in topology.sentinel_addresses)
         print(f"\nmaster name {topology.master_name}; sentinels {sentinels}")
         print(f"stop it with: {_down_command(topology)}")
@@ -158,6 +183,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.command == "status":
         _print_table(topology.status())
+        _print_services(topology)
         try:
             master = topology.master_address()
         except TopologyError as exc:
@@ -208,6 +234,17 @@ def _shown_path(path: str) -> str:
         return str(Path(path).relative_to(Path.cwd()))
     except ValueError:
         return path
+
+
+def _print_services(topology: LocalTopology) -> None:
+    services = running_services(topology)
+    if services:
+        print()
+    for process in services:
+        print(
+            f"{process.name:<8} http://{process.address}  pid {process.pid}  "
+            f"{liveness(process)}  log {_shown_path(process.log)}"
+        )
 
 
 def _print_table(rows: list[NodeStatus]) -> None:

@@ -43,12 +43,16 @@ def run_cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess[
 
 
 def port_flags(ports: list[int]) -> list[str]:
-    return [
+    """Redis, Sentinel and then, when 8 ports are given, gateway and cart ports."""
+    flags = [
         "--redis-ports",
         ",".join(map(str, ports[:3])),
         "--sentinel-ports",
         ",".join(map(str, ports[3:6])),
     ]
+    if len(ports) == 8:
+        flags += ["--gateway-port", str(ports[6]), "--cart-port", str(ports[7])]
+    return flags
 
 
 def live_processes_on(ports: Iterable[int]) -> list[str]:
@@ -187,7 +191,7 @@ def test_down_stops_every_process_including_paused_ones_and_forgets_them(
 def test_cli_up_status_master_and_down_work_end_to_end(
     cli_run_dir: Path, free_ports: FreePorts
 ) -> None:
-    ports = free_ports(6)
+    ports = free_ports(8)
     run_dir = ["--run-dir", str(cli_run_dir)]
 
     up = run_cli("up", *port_flags(ports), *run_dir)
@@ -203,11 +207,12 @@ def test_cli_up_status_master_and_down_work_end_to_end(
         up.stdout
     )
     assert status.returncode == 0, status.stderr
-    assert status.stdout.count(" alive ") == 6
+    assert status.stdout.count(" alive ") == 8, "3 Redis, 3 sentinels, cart and gateway"
+    assert f"gateway  http://127.0.0.1:{ports[6]}" in status.stdout
     assert f"master (per sentinels): 127.0.0.1:{ports[0]}" in status.stdout
     assert master.stdout.strip() == f"127.0.0.1:{ports[0]}"
     assert down.returncode == 0
-    assert down.stdout.startswith("stopped sentinel-1, sentinel-2, sentinel-3, redis-1")
+    assert down.stdout.startswith("stopped cart, gateway, sentinel-1, sentinel-2, sentinel-3")
     assert (down_again.returncode, down_again.stdout.startswith("nothing to stop")) == (0, True)
     assert live_processes_on(ports) == []
 
@@ -253,7 +258,7 @@ def test_up_after_a_crashed_run_removes_its_stale_state_and_starts(
 ) -> None:
     write_crashed_run(cli_run_dir, [finished_pid(), finished_pid()])
 
-    result = run_cli("up", *port_flags(free_ports(6)), "--run-dir", str(cli_run_dir))
+    result = run_cli("up", *port_flags(free_ports(8)), "--run-dir", str(cli_run_dir))
 
     assert result.returncode == 0, result.stderr
     assert "processes are all gone (crashed?); removing it" in result.stderr
