@@ -8,7 +8,7 @@ STAMP         := $(VENV)/.installed
 TOPOLOGY      := $(PY) -m deploy.local.topology
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages test test-unit test-integration lint typecheck \
+.PHONY: help setup system-packages test test-unit test-integration test-helm lint typecheck \
         up-local down-local status-local demo clean
 
 help: ## list the targets
@@ -34,6 +34,9 @@ test-unit: setup ## fast iteration: unit tests only
 test-integration: setup ## tests against real Redis / Sentinel processes
 	$(PY) -m pytest -q tests/integration
 
+test-helm: setup ## the Helm chart: strict lint, renders, Kubernetes 1.29/1.33 schemas, pod scripts vs real Redis
+	$(PY) -m pytest -q -p no:cacheprovider tests/helm
+
 lint: setup ## ruff on everything
 	$(VENV)/bin/ruff check sessionlib services deploy tests
 
@@ -54,3 +57,9 @@ status-local: setup ## where everything is and who is master
 
 clean: down-local ## stop the topology and remove .run/ and .venv/
 	rm -rf .run $(VENV)
+
+.PHONY: chaos
+chaos: setup ## kill, pause and partition Redis under load (full profile); report in .run/chaos/
+	rm -f .run/chaos/chaos-report.json .run/chaos/*.png
+	CHAOS_PROFILE=full $(PY) -m pytest -q -p no:cacheprovider -m chaos tests/chaos; \
+	status=$$?; $(PY) -m tests.chaos.report; exit $$status

@@ -90,6 +90,17 @@ def render_sentinel_conf(
     )
 
 
+def _partition_directives(node: Node, spec: TopologySpec) -> str:
+    """Extra lines when a node runs in a network namespace (see deploy/local/netns.py): every
+    node sends from the address it binds, so partition rules can tell its traffic apart from
+    clients' (Redis otherwise lets the kernel pick the source address); and protected mode,
+    which refuses non-loopback peers without a password, is off: these addresses exist only
+    on the test's own veth pair."""
+    if not spec.netns:
+        return ""
+    return f"\n# network namespace topology\nbind-source-addr {node.host}\nprotected-mode no\n"
+
+
 def write_redis_conf(
     directory: Path, node: Node, spec: TopologySpec, replica_of: tuple[str, int] | None
 ) -> Path:
@@ -106,6 +117,7 @@ def write_redis_conf(
             min_replicas_to_write=spec.min_replicas_to_write,
             min_replicas_max_lag=spec.min_replicas_max_lag,
         )
+        + _partition_directives(node, spec)
     )
     return config
 
@@ -126,5 +138,6 @@ def write_sentinel_conf(directory: Path, node: Node, spec: TopologySpec, master:
             down_after_ms=spec.down_after_ms,
             failover_timeout_ms=spec.failover_timeout_ms,
         )
+        + _partition_directives(node, spec)
     )
     return config

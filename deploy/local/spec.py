@@ -19,6 +19,7 @@ class Node:
     kind: NodeKind
     host: str
     port: int
+    netns: str | None = None
 
     @property
     def address(self) -> str:
@@ -39,6 +40,10 @@ class TopologySpec:
     failover_timeout_ms: int = 3000
     min_replicas_to_write: int = 1
     min_replicas_max_lag: int = 10
+    # For partition tests: the first Redis node (the one that starts as master) runs in this
+    # network namespace at `netns_host`; everything else stays at `host` in the root one.
+    netns: str | None = None
+    netns_host: str | None = None
 
     def __post_init__(self) -> None:
         ports = [*self.redis_ports, *self.sentinel_ports]
@@ -56,6 +61,8 @@ class TopologySpec:
             # Sentinel 7.0 writes auth-pass back into its config unquoted when it rewrites it,
             # so such a password would leave a config that a restarted sentinel cannot read.
             raise TopologyError("the Redis password must not contain spaces, quotes or \\")
+        if (self.netns is None) != (self.netns_host is None):
+            raise TopologyError("netns and netns_host go together: give both or neither")
         if not 1 <= self.quorum <= len(self.sentinel_ports):
             raise TopologyError(
                 f"quorum {self.quorum} needs between 1 and {len(self.sentinel_ports)} sentinels"
@@ -63,10 +70,14 @@ class TopologySpec:
 
     @property
     def redis_nodes(self) -> list[Node]:
-        return [
+        nodes = [
             Node(f"redis-{i}", "redis", self.host, port)
             for i, port in enumerate(self.redis_ports, 1)
         ]
+        if self.netns is not None and self.netns_host is not None:
+            first = nodes[0]
+            nodes[0] = Node(first.name, first.kind, self.netns_host, first.port, self.netns)
+        return nodes
 
     @property
     def sentinel_nodes(self) -> list[Node]:

@@ -302,6 +302,41 @@ class LocalTopology:
             problems,
         )
 
+    def wait_for_health(self, timeout: float = 60.0) -> str:
+        """Wait until every recorded process runs, every sentinel names one master that
+        reports ROLE master, and every other Redis node is its replica with the link up: the
+        state chaos work must leave behind. Returns the master's `host:port`."""
+        healthy: list[str] = []
+
+        def problems() -> list[str]:
+            down = [p.name for p in self.processes if liveness(p) != "alive"]
+            if down:
+                return [f"not running: {', '.join(down)}"]
+            views = self._sentinel_views()
+            named = set(views.values())
+            master = named.pop() if len(named) == 1 else None
+            if master is None:
+                return [f"sentinels do not agree on a master: {views}"]
+            found = []
+            for node in self.redis_nodes:
+                reply = self._ask(node, probes.role)
+                if node.address == master and reply[0] != "master":
+                    found.append(f"{node.name} is named master but reports ROLE {reply[0]}")
+                elif node.address != master and (
+                    reply[0] != "slave"
+                    or f"{reply[1]}:{reply[2]}" != master
+                    or reply[3] != "connected"
+                ):
+                    found.append(f"{node.name} reports ROLE {reply[:4]}, not a replica of {master}")
+            if not found:
+                healthy.append(master)
+            return found
+
+        probes.wait_until(
+            time.monotonic() + timeout, f"the topology did not heal within {timeout:g}s", problems
+        )
+        return healthy[-1]
+
     # --- internals -------------------------------------------------------------------------
 
     def _forget_crashed_run(self) -> None:
@@ -324,7 +359,9 @@ class LocalTopology:
 
     def _check_ports_free(self) -> None:
         for node in [*self.redis_nodes, *self.sentinel_nodes]:
-            if port_in_use(node.host, node.port):
+            # A node in a namespace binds an address the root namespace does not have; the
+            # namespace is fresh, so nothing else listens there.
+            if node.netns is None and port_in_use(node.host, node.port):
                 raise PortInUse(
                     f"port {node.port} on {node.host} (wanted for {node.name}) is already in "
                     "use. Choose other ports with --redis-ports/--sentinel-ports (or "
@@ -370,6 +407,7 @@ class LocalTopology:
             host=node.host,
             log=str(self._log_path(node)),
             cwd=str(directory),
+            netns=node.netns,
         )
 
     def _record(self, node: Node) -> ManagedProcess:

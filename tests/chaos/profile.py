@@ -1,0 +1,56 @@
+"""How hard and how long the chaos suite pushes: `CHAOS_PROFILE=ci` (inside `make test`)
+or `full` (`make chaos`); the scenarios and assertions are the same in both."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChaosProfile:
+    name: str
+    workers: int
+    sessions_per_worker: int
+    # After each operation of a writer or reader: keeps the 2-core machine for Redis. Each
+    # write adds an attribute, so enough sessions keep every one of them small.
+    think_seconds: float
+    warmup_seconds: float
+    cooldown_seconds: float
+    kill_repeats: int
+    kill_repeats_without_durability: int
+    hold_seconds: float
+
+
+PROFILES = {
+    "ci": ChaosProfile(
+        name="ci",
+        workers=8,
+        sessions_per_worker=10,
+        think_seconds=0.02,
+        warmup_seconds=2.0,
+        cooldown_seconds=3.0,
+        kill_repeats=2,
+        kill_repeats_without_durability=1,
+        hold_seconds=3.0,
+    ),
+    "full": ChaosProfile(
+        name="full",
+        workers=12,
+        sessions_per_worker=20,
+        think_seconds=0.03,
+        warmup_seconds=3.0,
+        cooldown_seconds=5.0,
+        kill_repeats=5,
+        kill_repeats_without_durability=5,
+        hold_seconds=5.0,
+    ),
+}
+
+
+def current_profile() -> ChaosProfile:
+    """The profile `CHAOS_PROFILE` names; `ci` when unset."""
+    name = os.environ.get("CHAOS_PROFILE", "ci")
+    if name not in PROFILES:
+        raise ValueError(f"CHAOS_PROFILE must be one of {', '.join(PROFILES)}, not {name!r}")
+    return PROFILES[name]

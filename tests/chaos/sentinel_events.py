@@ -1,0 +1,54 @@
+"""Listens to what every sentinel announces (`+sdown`, `+odown`, `+switch-master`, ...) and
+marks it on the run's timeline, independently of the library's own watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from redis.asyncio import Redis
+
+from tests.chaos.records import RunRecord
+
+# The announcements that tell the story of a failover; the rest is noise on a timeline.
+WATCHED = ("+sdown", "-sdown", "+odown", "-odown", "+switch-master", "+convert-to-slave")
+
+
+class SentinelEvents:
+    """One subscription per sentinel, re-established while its sentinel is down."""
+
+    def __init__(self, addresses: list[tuple[str, int]], record: RunRecord) -> None:
+        self.addresses = addresses
+        self.record = record
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._follow(a)) for a in self.addresses]
+
+    async def stop(self) -> None:
+        # redis-py can turn a cancellation inside a read into a ConnectionError: the flag
+        # ends the loops, the timeout bounds the wait.
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
+
+    async def _follow(self, address: tuple[str, int]) -> None:
+        while not self._stopping:
+            client = Redis(host=address[0], port=address[1], socket_connect_timeout=1.0)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(*WATCHED)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            channel, data = message["channel"].decode(), message["data"].decode()
+                            self.record.mark("sentinel", f"{channel} {data}")
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a dead sentinel: its subscription is re-made shortly
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
