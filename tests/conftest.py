@@ -3,32 +3,17 @@ Everything runs on ports of its own in a tmp dir, so tests never meet a `make up
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from deploy.local.processes import port_in_use
+from deploy.local.processes import find_free_ports
 from deploy.local.spec import TopologySpec
 from deploy.local.standalone import StandaloneRedis
 from deploy.local.topology import LocalTopology
 
-# Below Linux's ephemeral range (32768 and up), so no outgoing connection takes a port between
-# the check and the server binding it, and clear of the ports of `make up-local` (6380-6382,
-# 26380-26382, 8080, 8081, 9090, 9121).
-TEST_PORT_RANGE = range(20000, 26000)
-
-
-def find_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports on `host` that nothing listens on right now."""
-    chosen: list[int] = []
-    while len(chosen) < count:
-        # Random rather than sequential, so two test runs side by side rarely pick the same.
-        port = random.choice(TEST_PORT_RANGE)
-        if port not in chosen and not port_in_use(host, port):
-            chosen.append(port)
-    return chosen
+__all__ = ["find_free_ports"]  # tests import it from here too
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -107,6 +108,24 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+# Below Linux's ephemeral range (32768 and up), so no outgoing connection takes a port between
+# the check and the server binding it, and clear of the ports of `make up-local` (6380-6382,
+# 26380-26382, 8080, 8081, 9090, 9121).
+FREE_PORT_RANGE = range(20000, 26000)
+
+
+def find_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports on `host` that nothing listens on right now (for tests and
+    benchmarks that run beside a `make up-local`)."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        # Random rather than sequential, so two runs side by side rarely pick the same.
+        port = random.choice(FREE_PORT_RANGE)  # noqa: S311 - spreading, not secrecy
+        if port not in chosen and not port_in_use(host, port):
+            chosen.append(port)
+    return chosen
 
 
 # Handles of the processes this Python process started itself: polling them reaps the exited

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from deploy.local.netns import NamespaceUnavailable, NetworkNamespace
+from deploy.local.processes import find_free_ports
 from deploy.local.spec import TopologySpec
 from deploy.local.topology import LocalTopology
 from tests.chaos.profile import ChaosProfile, current_profile
-from tests.conftest import find_free_ports
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from deploy.local.standalone import StandaloneRedis
-
 # `find_free_ports` is re-exported for the e2e tests: one port picker for the whole suite.
-from tests.conftest import find_free_ports
+from deploy.local.processes import find_free_ports
+from deploy.local.standalone import StandaloneRedis
 
 REPO = Path(__file__).resolve().parents[2]
 SIGNING_KEY = "e2e-signing-key"

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from deploy.local.processes import find_free_ports
 from deploy.local.topology import LocalTopology
-from tests.conftest import find_free_ports
 
 pytestmark = pytest.mark.integration
 
