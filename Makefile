@@ -8,7 +8,8 @@ STAMP         := $(VENV)/.installed
 TOPOLOGY      := $(PY) -m deploy.local.topology
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages test test-unit test-integration test-helm lint typecheck \
+.PHONY: help setup system-packages test test-unit test-integration test-helm test-compose \
+        up-ha down-ha ps-ha test-observability dashboard-png lint typecheck \
         up-local down-local status-local demo clean
 
 help: ## list the targets
@@ -34,11 +35,30 @@ test-unit: setup ## fast iteration: unit tests only
 test-integration: setup ## tests against real Redis / Sentinel processes
 	$(PY) -m pytest -q tests/integration
 
+test-compose: setup ## docker-compose.ha.yml for real: private dockerd, images built here, a failover
+	bash scripts/ensure-system-packages.sh --with-docker
+	SESSIONLIB_COMPOSE_ENGINE=1 $(PY) -m pytest -q -p no:cacheprovider tests/compose
+
+up-ha: ## the compose HA stack (docker-compose.ha.yml), Compose v2 or v1; makes .env on first use
+	bash deploy/compose/ha.sh up
+
+down-ha: ## stop the compose stack (volumes kept; `deploy/compose/ha.sh down -v` drops them)
+	bash deploy/compose/ha.sh down
+
+ps-ha: ## containers of the compose stack and their health
+	bash deploy/compose/ha.sh ps
+
+test-observability: setup ## promtool rule tests, dashboards, every panel and rule against a live Prometheus
+	$(PY) -m pytest -q -p no:cacheprovider tests/observability
+
+dashboard-png: setup ## redraw docs/img/session-store-dashboard.png from a live run (~40 s)
+	SESSIONLIB_DASHBOARD_PNG=docs/img/session-store-dashboard.png $(PY) -m pytest -q -p no:cacheprovider tests/observability/test_live_observability.py -k png
+
 test-helm: setup ## the Helm chart: strict lint, renders, Kubernetes 1.29/1.33 schemas, pod scripts vs real Redis
 	$(PY) -m pytest -q -p no:cacheprovider tests/helm
 
 lint: setup ## ruff on everything
-	$(VENV)/bin/ruff check sessionlib services deploy tests
+	$(VENV)/bin/ruff check sessionlib services deploy tests bench
 
 typecheck: setup ## mypy --strict on the library
 	$(VENV)/bin/mypy sessionlib
@@ -46,7 +66,7 @@ typecheck: setup ## mypy --strict on the library
 demo: setup ## the main job: the local HA stack, a login, a cart, a killed master, nothing lost
 	$(PY) -m deploy.local.demo
 
-up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart on 127.0.0.1 (state in .run/)
+up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart (+ redis_exporter, Prometheus when installed) on 127.0.0.1
 	$(TOPOLOGY) up
 
 down-local: setup ## stop everything up-local started

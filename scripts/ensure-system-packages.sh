@@ -14,14 +14,28 @@ declare -A optional=(
   [promtool]=prometheus
   [prometheus-redis-exporter]=prometheus-redis-exporter
   [ip]=iproute2
+  [docker-compose]=docker-compose
 )
+
+# `--with-bench` adds what `make bench` needs: wrk, the HTTP load generator (required then).
+# `--with-docker` adds what `make test-compose` needs: Debian's engine and debootstrap.
+with_optional=false
+for arg in "$@"; do
+  case "$arg" in
+    --with-optional) with_optional=true ;;
+    --with-bench) wanted[wrk]=wrk ;;
+    --with-docker) wanted[dockerd]=docker.io; wanted[debootstrap]=debootstrap ;;
+    *) echo "error: unknown option $arg (known: --with-optional --with-bench --with-docker)" >&2
+       exit 2 ;;
+  esac
+done
 
 missing=()
 for bin in "${!wanted[@]}"; do
   command -v "$bin" >/dev/null 2>&1 || missing+=("${wanted[$bin]}")
 done
 missing_optional=()
-if [[ "${1:-}" == "--with-optional" ]]; then
+if $with_optional; then
   for bin in "${!optional[@]}"; do
     command -v "$bin" >/dev/null 2>&1 || missing_optional+=("${optional[$bin]}")
   done

@@ -53,7 +53,9 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Series that exist (at 0) from the start, so rate() and absent() work before the first
 # event. Labels may still take other values later.
 KNOWN_OPERATIONS = ("load", "save", "create", "regenerate", "delete", "ping")
-KNOWN_OUTCOMES = ("success", "error")
+# The outcomes SessionStore reports: unavailable (retries exhausted, no master) is what a
+# failover produces, so its series must exist before one for increase() to see the first.
+KNOWN_OUTCOMES = ("success", "error", "unavailable")
 KNOWN_DESTROY_REASONS = ("deleted", "regenerated", "revoked", "user_cap")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "<unmatched>"

@@ -11,6 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deploy.local.errors import TopologyError
+from deploy.local.observability import (
+    ObservabilityPorts,
+    running_observability,
+    start_observability,
+)
 from deploy.local.processes import liveness
 from deploy.local.spec import TopologySpec
 from deploy.local.stack import ServicePorts, running_services, start_services
@@ -27,6 +32,11 @@ that `up` wrote in the run directory.
                            (the first one starts as master)
   --sentinel-ports P,P,P   SESSIONLIB_LOCAL_SENTINEL_PORTS   default 26380,26381,26382
   --password PW            SESSIONLIB_LOCAL_REDIS_PASSWORD   default none (no AUTH)
+  --prometheus-port P      SESSIONLIB_LOCAL_PROMETHEUS_PORT  default 9090
+  --redis-exporter-port P  SESSIONLIB_LOCAL_REDIS_EXPORTER_PORT  default 9121
+  --scrape-interval D      SESSIONLIB_LOCAL_SCRAPE_INTERVAL  default 5s
+                           (Prometheus and redis_exporter start only when installed;
+                           `make setup` installs both on Debian/Ubuntu)
 
 NODE is a name (redis-1, sentinel-2), a port (6381), host:port, or `master` (the
 current master as the sentinels name it).
@@ -72,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[run_dir],
         help="start it and wait until ready",
         description="Start the topology from empty data and wait until replicas are linked "
-        "and the sentinels agree. Flags fall back to SESSIONLIB_LOCAL_RUN_DIR, "
-        "SESSIONLIB_LOCAL_REDIS_PORTS, SESSIONLIB_LOCAL_SENTINEL_PORTS and "
-        "SESSIONLIB_LOCAL_REDIS_PASSWORD.",
+        "and the sentinels agree; then the gateway and cart, and redis_exporter and "
+        "Prometheus when installed. Flags fall back to the SESSIONLIB_LOCAL_* environment "
+        "variables listed in the main --help.",
     )
     up.add_argument(
         "--redis-ports",
@@ -111,6 +121,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--no-services", action="store_true", help="only Redis and Sentinel, no gateway/cart"
+    )
+    up.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=int(os.environ.get("SESSIONLIB_LOCAL_PROMETHEUS_PORT", "9090")),
+        help="Prometheus port, when installed (default: 9090)",
+    )
+    up.add_argument(
+        "--redis-exporter-port",
+        type=int,
+        default=int(os.environ.get("SESSIONLIB_LOCAL_REDIS_EXPORTER_PORT", "9121")),
+        help="redis_exporter port, when installed (default: 9121)",
+    )
+    up.add_argument(
+        "--scrape-interval",
+        default=os.environ.get("SESSIONLIB_LOCAL_SCRAPE_INTERVAL", "5s"),
+        metavar="DURATION",
+        help="how often Prometheus scrapes and evaluates its rules (default: 5s)",
+    )
+    up.add_argument(
+        "--no-observability", action="store_true", help="no Prometheus and no redis_exporter"
     )
 
     commands.add_parser("down", parents=[run_dir], help="stop everything `up` started")
@@ -160,12 +191,18 @@ def _run(args: argparse.Namespace) -> int:
         )
         topology = LocalTopology(args.run_dir, spec)
         topology.up(timeout=args.timeout)
-        if not args.no_services:
-            try:
-                start_services(topology, ServicePorts(args.gateway_port, args.cart_port))
-            except TopologyError:
-                topology.down()
-                raise
+        services = None if args.no_services else ServicePorts(args.gateway_port, args.cart_port)
+        try:
+            if services is not None:
+                start_services(topology, services)
+            if not args.no_observability:
+                observability = ObservabilityPorts(args.prometheus_port, args.redis_exporter_port)
+                start_observability(
+                    topology, observability, services, scrape_interval=args.scrape_interval
+                )
+        except TopologyError:
+            topology.down()
+            raise
         _print_table(topology.status())
         _print_services(topology)
         sentinels = ",".join(f"{host}:{port}" for host, port in topology.sentinel_addresses)
@@ -237,12 +274,13 @@ def _shown_path(path: str) -> str:
 
 
 def _print_services(topology: LocalTopology) -> None:
-    services = running_services(topology)
+    services = running_services(topology) + running_observability(topology)
     if services:
         print()
+    width = max([8, *(len(process.name) for process in services)])
     for process in services:
         print(
-            f"{process.name:<8} http://{process.address}  pid {process.pid}  "
+            f"{process.name:<{width}} http://{process.address}  pid {process.pid}  "
             f"{liveness(process)}  log {_shown_path(process.log)}"
         )
 

@@ -92,12 +92,14 @@ def start_services(
         started.append(process)
     deadline = time.monotonic() + timeout
     for process in started:
-        _wait_ready(process, deadline)
+        wait_until_answering(process, "/readyz", deadline)
     return started
 
 
-def _wait_ready(process: ManagedProcess, deadline: float) -> None:
-    url = f"http://{process.address}/readyz"
+def wait_until_answering(process: ManagedProcess, path: str, deadline: float) -> None:
+    """Poll `path` on the process until it answers 200; NotReady at `deadline` or when the
+    process exits (with the end of its log)."""
+    url = f"http://{process.address}{path}"
     last = "no answer yet"
     while time.monotonic() < deadline:
         if liveness(process) == "dead":
@@ -110,7 +112,7 @@ def _wait_ready(process: ManagedProcess, deadline: float) -> None:
         except httpx.HTTPError as exc:
             last = str(exc) or type(exc).__name__
         time.sleep(0.2)
-    raise NotReady(f"{process.name} not ready at {url}: {last}; log: {process.log}")
+    raise NotReady(f"{process.name} not answering 200 at {url}: {last}; log: {process.log}")
 
 
 def running_services(topology: LocalTopology) -> list[ManagedProcess]:

@@ -43,12 +43,15 @@ def run_cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess[
 
 
 def port_flags(ports: list[int]) -> list[str]:
-    """Redis, Sentinel and then, when 8 ports are given, gateway and cart ports."""
+    """Redis, Sentinel and then, when 8 ports are given, gateway and cart ports. Without
+    Prometheus and redis_exporter, whose default ports a `make up-local` may hold
+    (tests/observability starts them on ports of their own)."""
     flags = [
         "--redis-ports",
         ",".join(map(str, ports[:3])),
         "--sentinel-ports",
         ",".join(map(str, ports[3:6])),
+        "--no-observability",
     ]
     if len(ports) == 8:
         flags += ["--gateway-port", str(ports[6]), "--cart-port", str(ports[7])]

@@ -78,6 +78,14 @@ def test_every_contract_metric_exists_before_the_first_event():
     assert sample(registry, "sessionlib_store_operations_total", **saves_failed) == 0
 
 
+def test_unavailable_operations_are_counted_from_zero_so_a_first_failover_shows_in_increase():
+    registry = CollectorRegistry()
+    StoreMetrics(registry)
+    for operation in ("load", "save"):
+        unavailable = {"operation": operation, "outcome": "unavailable"}
+        assert sample(registry, "sessionlib_store_operations_total", **unavailable) == 0
+
+
 def test_observations_land_in_the_right_series():
     registry = CollectorRegistry()
     exercise(StoreMetrics(registry))

@@ -1,0 +1,184 @@
+"""Prometheus and redis_exporter beside the local stack, each when it is installed: the shared
+deploy/prometheus/prometheus.yml rendered with local targets, both recorded so `down` stops them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from deploy.local.errors import PortInUse
+from deploy.local.processes import ManagedProcess, port_in_use
+from deploy.local.spec import Node
+from deploy.local.stack import ServicePorts, wait_until_answering
+from deploy.local.topology import LocalTopology
+
+log = logging.getLogger("deploy.local")
+
+PROMETHEUS_DIR = Path(__file__).resolve().parents[1] / "prometheus"
+# The upstream binary's name first, then Debian's (package prometheus-redis-exporter).
+REDIS_EXPORTER_PROGRAMS = ("redis_exporter", "prometheus-redis-exporter")
+INSTALL_HINT = "Debian/Ubuntu: apt-get install prometheus prometheus-redis-exporter"
+
+
+@dataclass(frozen=True)
+class ObservabilityPorts:
+    """Where Prometheus and redis_exporter listen (DESIGN §3)."""
+
+    prometheus: int = 9090
+    redis_exporter: int = 9121
+
+
+@dataclass(frozen=True)
+class ScrapeTargets:
+    """What the local Prometheus scrapes: `host:port` of each service, redis:// URLs of the
+    nodes and sentinels (scraped through the exporter); empty lists leave a job without targets."""
+
+    prometheus: list[str]
+    redis_exporter: list[str]
+    gateway: list[str]
+    cart: list[str]
+    redis: list[str]
+    sentinel: list[str]
+
+
+def render_prometheus_config(
+    targets: ScrapeTargets, *, redis_exporter_address: str, scrape_interval: str
+) -> str:
+    """deploy/prometheus/prometheus.yml filled in, its rules read from deploy/prometheus/."""
+
+    def items(addresses: list[str]) -> str:
+        return ", ".join(json.dumps(address) for address in addresses)
+
+    template = Template((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    return template.substitute(
+        SCRAPE_INTERVAL=scrape_interval,
+        RULES_DIR=str(PROMETHEUS_DIR),
+        PROMETHEUS_TARGETS=items(targets.prometheus),
+        GATEWAY_TARGETS=items(targets.gateway),
+        CART_TARGETS=items(targets.cart),
+        REDIS_EXPORTER_TARGETS=items(targets.redis_exporter),
+        REDIS_TARGETS=items(targets.redis),
+        SENTINEL_TARGETS=items(targets.sentinel),
+        REDIS_EXPORTER_ADDRESS=redis_exporter_address,
+    )
+
+
+def start_observability(
+    topology: LocalTopology,
+    ports: ObservabilityPorts,
+    services: ServicePorts | None,
+    *,
+    scrape_interval: str = "5s",
+    timeout: float = 30.0,
+) -> list[ManagedProcess]:
+    """Start redis_exporter and Prometheus on 127.0.0.1, each only when installed, and wait
+    until both answer. `services` None: the gateway and cart are not scraped."""
+    exporter_program = next(filter(None, map(shutil.which, REDIS_EXPORTER_PROGRAMS)), None)
+    prometheus_program = shutil.which("prometheus")
+    wanted = [
+        ("redis_exporter", exporter_program, ports.redis_exporter),
+        ("prometheus", prometheus_program, ports.prometheus),
+    ]
+    for name, program, port in wanted:
+        if program is None:
+            log.warning("%s is not installed; the stack runs without it (%s)", name, INSTALL_HINT)
+        elif port_in_use("127.0.0.1", port):
+            raise PortInUse(
+                f"port {port} ({name}) is already in use; stop what holds it or choose other "
+                "ports (--prometheus-port/--redis-exporter-port)"
+            )
+    # Each process with the path that answers 200 once it serves.
+    started: list[tuple[ManagedProcess, str]] = []
+    exporter = f"127.0.0.1:{ports.redis_exporter}"
+    if exporter_program is not None:
+        redis_exporter = _start_redis_exporter(topology, exporter_program, ports.redis_exporter)
+        started.append((redis_exporter, "/"))
+    if prometheus_program is not None:
+        targets = ScrapeTargets(
+            prometheus=[f"127.0.0.1:{ports.prometheus}"],
+            redis_exporter=[exporter] if exporter_program else [],
+            gateway=[f"127.0.0.1:{services.gateway}"] if services else [],
+            cart=[f"127.0.0.1:{services.cart}"] if services else [],
+            redis=_redis_urls(topology.redis_nodes) if exporter_program else [],
+            sentinel=_redis_urls(topology.sentinel_nodes) if exporter_program else [],
+        )
+        config = render_prometheus_config(
+            targets, redis_exporter_address=exporter, scrape_interval=scrape_interval
+        )
+        prometheus = _start_prometheus(topology, prometheus_program, ports.prometheus, config)
+        started.append((prometheus, "/-/ready"))
+    deadline = time.monotonic() + timeout
+    for process, path in started:
+        wait_until_answering(process, path, deadline)
+    return [process for process, _ in started]
+
+
+def _redis_urls(nodes: list[Node]) -> list[str]:
+    return [f"redis://{node.address}" for node in nodes]
+
+
+def _start_redis_exporter(topology: LocalTopology, program: str, port: int) -> ManagedProcess:
+    directory = topology.run_dir / "redis_exporter"
+    directory.mkdir(parents=True, exist_ok=True)
+    argv = [
+        program,
+        f"-web.listen-address=127.0.0.1:{port}",
+        # Empty: the exporter scrapes only the targets Prometheus names.
+        "-redis.addr=",
+        # Below Prometheus' scrape timeout, so a paused node shows as redis_up 0 rather than
+        # as a failed scrape of the exporter.
+        "-connection-timeout=1s",
+    ]
+    if topology.spec.password:
+        # A map from target URL to password, so the password stays out of the command line
+        # and the sentinels (which have none locally) are asked without one.
+        passwords = directory / "passwords.json"
+        passwords.unlink(missing_ok=True)
+        passwords.touch(mode=0o600)
+        urls = _redis_urls(topology.redis_nodes)
+        passwords.write_text(json.dumps(dict.fromkeys(urls, topology.spec.password)))
+        argv.append(f"-redis.password-file={passwords}")
+    process = ManagedProcess(
+        name="redis_exporter",
+        kind="observability",
+        argv=argv,
+        port=port,
+        log=str(topology.run_dir / "logs" / "redis_exporter.log"),
+        cwd=str(directory),
+    )
+    topology.start_process(process)
+    return process
+
+
+def _start_prometheus(
+    topology: LocalTopology, program: str, port: int, config: str
+) -> ManagedProcess:
+    directory = topology.run_dir / "prometheus"
+    # Like the Redis nodes, every `up` starts from empty data.
+    shutil.rmtree(directory / "data", ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "prometheus.yml").write_text(config)
+    process = ManagedProcess(
+        name="prometheus",
+        kind="observability",
+        argv=[
+            program,
+            f"--config.file={directory / 'prometheus.yml'}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        port=port,
+        log=str(topology.run_dir / "logs" / "prometheus.log"),
+        cwd=str(directory),
+    )
+    topology.start_process(process)
+    return process
+
+
+def running_observability(topology: LocalTopology) -> list[ManagedProcess]:
+    return [p for p in topology.processes if p.kind == "observability"]

@@ -1,0 +1,151 @@
+# shellcheck shell=sh
+# Shared by the scripts the chart runs in the Redis pods: logging, redis-cli with the pod's
+# auth and TLS, and the one answer to "who is master now?". Sourced, never run on its own.
+#
+# POSIX sh on purpose: the chart uses the official Debian-based redis image (where sh is dash),
+# and staying POSIX keeps the -alpine variant (busybox ash) possible. Tools used: redis-cli,
+# awk, sed, sort, uniq, head, timeout, date; getent when present.
+#
+# The environment is the contract with the pod spec (and with tests/helm, which runs these
+# scripts on 127.0.0.1 with the same variables):
+#   ANNOUNCE_HOST     this pod's stable name (pod DNS name under the headless Service)
+#   REDIS_PORT        Redis port of every node (a test gives each node its own)
+#   SENTINEL_PORT     Sentinel port of this pod
+#   SENTINELS         every sentinel as host:port, space-separated
+#   FALLBACK_MASTER   host:port of the node that is master when no sentinel answers (pod 0)
+#   MASTER_NAME       the name the sentinels monitor the master under
+#   REDIS_PASSWORD    Redis requirepass/masterauth (empty: no auth)
+#   SENTINEL_PASSWORD Sentinel requirepass (empty: no auth)
+#   TLS_ENABLED       "true" to speak TLS only; TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE,
+#                     TLS_AUTH_CLIENTS (yes|no|optional) then say how
+#   LOCAL_HOST        how this pod reaches its own Redis/Sentinel (127.0.0.1)
+
+# A caller's REDISCLI_AUTH must never leak into a command for another server.
+unset REDISCLI_AUTH
+
+log() {
+    printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${SCRIPT_NAME:-sessionlib}" "$*" >&2
+}
+
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+# redis_cli PASSWORD HOST PORT COMMAND...: one command, bounded in time, output in raw form.
+# timeout(1) rather than a redis-cli option: redis-cli 7.0 has no connect timeout, and a
+# NetworkPolicy that drops packets would otherwise hang a probe or a hook until killed.
+redis_cli() {
+    _password=$1 _host=$2 _port=$3
+    shift 3
+    if [ "${TLS_ENABLED:-false}" = true ]; then
+        if [ -n "${TLS_CERT_FILE:-}" ] && [ "${TLS_AUTH_CLIENTS:-no}" != no ]; then
+            set -- --cert "$TLS_CERT_FILE" --key "$TLS_KEY_FILE" "$@"
+        fi
+        set -- --tls --cacert "$TLS_CA_FILE" "$@"
+    fi
+    if [ -n "$_password" ]; then
+        # The password goes through the environment, never the command line (ps, /proc).
+        REDISCLI_AUTH=$_password timeout "${REDIS_CLI_TIMEOUT:-3}" \
+            redis-cli --raw -h "$_host" -p "$_port" "$@"
+    else
+        timeout "${REDIS_CLI_TIMEOUT:-3}" redis-cli --raw -h "$_host" -p "$_port" "$@"
+    fi
+}
+
+local_redis() {
+    redis_cli "${REDIS_PASSWORD:-}" "${LOCAL_HOST:-127.0.0.1}" "$REDIS_PORT" "$@"
+}
+
+local_sentinel() {
+    redis_cli "${SENTINEL_PASSWORD:-}" "${LOCAL_HOST:-127.0.0.1}" "$SENTINEL_PORT" "$@"
+}
+
+host_of() {
+    printf '%s\n' "${1%:*}"
+}
+
+port_of() {
+    printf '%s\n' "${1##*:}"
+}
+
+# sentinel_view HOST PORT: the master that one sentinel names, as host:port, or nothing.
+sentinel_view() {
+    _reply=$(redis_cli "${SENTINEL_PASSWORD:-}" "$1" "$2" \
+        SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null) || return 0
+    # A good answer is exactly two lines, host and port; nil, NOAUTH, IDONTKNOW and friends
+    # are not.
+    printf '%s\n' "$_reply" | awk '
+        NF { line[++n] = $0 }
+        END { if (n == 2 && line[2] ~ /^[0-9]+$/ && line[1] !~ / /) print line[1] ":" line[2] }'
+}
+
+# sentinel_master: host:port named by most of the sentinels that answer, or nothing when
+# none does. Ties go to the smaller address, so every pod that asks picks the same one.
+sentinel_master() {
+    for _sentinel in $SENTINELS; do
+        sentinel_view "$(host_of "$_sentinel")" "$(port_of "$_sentinel")"
+    done | sort | uniq -c | sort -k1,1nr -k2,2 | awk 'NR == 1 { print $2 }'
+}
+
+# current_master: what the sentinels say, else FALLBACK_MASTER. Whatever the sentinels name
+# wins even if it is down right now: they will fail it over, and a node that started as a
+# master of its own instead would be a second master (split brain).
+current_master() {
+    _master=$(sentinel_master)
+    if [ -n "$_master" ]; then
+        log "sentinels name $_master as master of $MASTER_NAME"
+    else
+        _master=$FALLBACK_MASTER
+        log "no sentinel answered; starting from the fallback master $_master"
+    fi
+    printf '%s\n' "$_master"
+}
+
+is_me() {
+    [ "$(host_of "$1")" = "$ANNOUNCE_HOST" ] && [ "$(port_of "$1")" = "$REDIS_PORT" ]
+}
+
+# config_quote VALUE: a Redis config string literal. Callers reject values with quotes,
+# backslashes or white space first (see check_password), so wrapping is enough.
+config_quote() {
+    printf '"%s"' "$1"
+}
+
+# Sentinel 7.0 writes auth-pass back unquoted when it rewrites its config, so a password with
+# white space, quotes or a backslash would leave a config that a restarted sentinel cannot
+# read: refuse it at start, with its name, rather than fail later.
+check_password() {
+    case $2 in
+        *[[:space:]\"\'\\]*) die "$1 must not contain white space, quotes or backslashes" ;;
+    esac
+}
+
+# tls_directives PORT: the lines that make a server speak TLS only, on PORT. Appended after
+# the shared template, where "port 0" overrides its plain-text port.
+tls_directives() {
+    [ "${TLS_ENABLED:-false}" = true ] || return 0
+    cat <<EOF
+
+# --- TLS (added by the chart) ---
+port 0
+tls-port $1
+tls-cert-file $(config_quote "$TLS_CERT_FILE")
+tls-key-file $(config_quote "$TLS_KEY_FILE")
+tls-ca-cert-file $(config_quote "$TLS_CA_FILE")
+tls-auth-clients ${TLS_AUTH_CLIENTS:-no}
+tls-replication yes
+EOF
+}
+
+# wait_resolvable HOST SECONDS: Sentinel refuses to start when a "sentinel monitor" host name
+# does not resolve, and a pod's DNS name appears only once the pod has an IP.
+wait_resolvable() {
+    command -v getent >/dev/null 2>&1 || return 0
+    _deadline=$(($(date +%s) + $2))
+    until getent hosts "$1" >/dev/null 2>&1; do
+        [ "$(date +%s)" -lt "$_deadline" ] || die "$1 does not resolve after $2 s"
+        log "waiting for $1 to resolve"
+        sleep 1
+    done
+}

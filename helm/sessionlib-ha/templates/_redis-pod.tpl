@@ -1,0 +1,140 @@
+{{/*
+What the Redis pod's scripts (files/scripts/*.sh) are given: the environment listed at the top
+of files/scripts/lib.sh. tests/helm runs the scripts with exactly this environment (addresses
+swapped for 127.0.0.1), so a variable missing here fails there.
+*/}}
+{{- define "sessionlib-ha.redis.scriptEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+# The pod's stable DNS name under the headless Service: what Redis and Sentinel announce.
+- name: ANNOUNCE_HOST
+  value: {{ printf "$(POD_NAME).%s" (include "sessionlib-ha.redis.domain" .) | quote }}
+- name: REDIS_PORT
+  value: {{ .Values.redis.port | quote }}
+- name: SENTINEL_PORT
+  value: {{ .Values.sentinel.port | quote }}
+- name: SENTINELS
+  value: {{ include "sessionlib-ha.sentinel.addresses" . | fromJsonArray | join " " | quote }}
+# Pod 0 is master when no sentinel answers: a first install, or every sentinel gone at once.
+- name: FALLBACK_MASTER
+  value: {{ printf "%s:%d" (include "sessionlib-ha.redis.podHost" (dict "root" . "index" 0)) (int .Values.redis.port) | quote }}
+- name: MASTER_NAME
+  value: {{ .Values.sentinel.masterName | quote }}
+- name: QUORUM
+  value: {{ include "sessionlib-ha.sentinel.quorum" . | quote }}
+- name: DOWN_AFTER_MS
+  value: {{ .Values.sentinel.downAfterMilliseconds | quote }}
+- name: FAILOVER_TIMEOUT_MS
+  value: {{ .Values.sentinel.failoverTimeoutMilliseconds | quote }}
+- name: MIN_REPLICAS_TO_WRITE
+  value: {{ .Values.redis.minReplicasToWrite | quote }}
+- name: MIN_REPLICAS_MAX_LAG
+  value: {{ .Values.redis.minReplicasMaxLag | quote }}
+- name: PRESTOP_TIMEOUT_SECONDS
+  value: {{ .Values.redis.preStopTimeoutSeconds | quote }}
+- name: EMPTY_MASTER_WAIT_SECONDS
+  value: {{ .Values.redis.emptyMasterWaitSeconds | quote }}
+- name: RESOLVE_WAIT_SECONDS
+  value: {{ .Values.sentinel.resolveWaitSeconds | quote }}
+- name: TEMPLATE_DIR
+  value: /opt/sessionlib/templates
+{{- if .Values.auth.enabled }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sessionlib-ha.auth.secretName" . }}
+      key: {{ include "sessionlib-ha.auth.passwordKey" . }}
+- name: SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sessionlib-ha.auth.secretName" . }}
+      key: {{ include "sessionlib-ha.auth.sentinelPasswordKey" . }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+- name: TLS_ENABLED
+  value: "true"
+- name: TLS_CERT_FILE
+  value: {{ printf "%s/tls.crt" (include "sessionlib-ha.tls.dir" .) }}
+- name: TLS_KEY_FILE
+  value: {{ printf "%s/tls.key" (include "sessionlib-ha.tls.dir" .) }}
+- name: TLS_CA_FILE
+  value: {{ printf "%s/ca.crt" (include "sessionlib-ha.tls.dir" .) }}
+- name: TLS_AUTH_CLIENTS
+  value: {{ .Values.tls.authClients | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+An exec probe running one mode of files/scripts/probe.sh: (dict "mode" "redis-ready"
+"timings" .Values.redis.readinessProbe).
+*/}}
+{{- define "sessionlib-ha.redis.execProbe" -}}
+{{- $handler := dict "exec" (dict "command" (list "sh" "/opt/sessionlib/scripts/probe.sh" .mode)) }}
+{{- include "sessionlib-ha.probe" (dict "handler" $handler "timings" .timings) }}
+{{- end }}
+
+{{/*
+One redis_exporter sidecar: (dict "root" $ "name" "redis-exporter" "target" "redis"
+"port" 9121 "portName" "exp-redis" "targetPort" 6379 "passwordKey" "...").
+With TLS it connects by the pod's DNS name, which the certificate names, so it can verify it.
+*/}}
+{{- define "sessionlib-ha.redis.exporter" -}}
+{{- $root := .root }}
+- name: {{ .name }}
+  image: {{ include "sessionlib-ha.image" (dict "root" $root "image" $root.Values.exporter.image) }}
+  imagePullPolicy: {{ $root.Values.exporter.image.pullPolicy }}
+  securityContext:
+    {{- toYaml $root.Values.redis.containerSecurityContext | nindent 4 }}
+  env:
+    {{- if $root.Values.tls.enabled }}
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: REDIS_ADDR
+      value: {{ printf "rediss://$(POD_NAME).%s:%d" (include "sessionlib-ha.redis.domain" $root) (int .targetPort) | quote }}
+    - name: REDIS_EXPORTER_TLS_CA_CERT_FILE
+      value: {{ printf "%s/ca.crt" (include "sessionlib-ha.tls.dir" $root) }}
+    {{- if ne $root.Values.tls.authClients "no" }}
+    - name: REDIS_EXPORTER_TLS_CLIENT_CERT_FILE
+      value: {{ printf "%s/tls.crt" (include "sessionlib-ha.tls.dir" $root) }}
+    - name: REDIS_EXPORTER_TLS_CLIENT_KEY_FILE
+      value: {{ printf "%s/tls.key" (include "sessionlib-ha.tls.dir" $root) }}
+    {{- end }}
+    {{- else }}
+    - name: REDIS_ADDR
+      value: {{ printf "redis://localhost:%d" (int .targetPort) | quote }}
+    {{- end }}
+    {{- if $root.Values.auth.enabled }}
+    - name: REDIS_PASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ include "sessionlib-ha.auth.secretName" $root }}
+          key: {{ .passwordKey }}
+    {{- end }}
+    - name: REDIS_EXPORTER_WEB_LISTEN_ADDRESS
+      value: {{ printf ":%d" (int .port) | quote }}
+    {{- with $root.Values.exporter.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  ports:
+    - name: {{ .portName }}
+      containerPort: {{ .port }}
+      protocol: TCP
+  livenessProbe:
+    httpGet:
+      path: /health
+      port: {{ .portName }}
+    periodSeconds: 15
+    timeoutSeconds: 5
+  resources:
+    {{- toYaml $root.Values.exporter.resources | nindent 4 }}
+  {{- if $root.Values.tls.enabled }}
+  volumeMounts:
+    - name: tls
+      mountPath: {{ include "sessionlib-ha.tls.dir" $root }}
+      readOnly: true
+  {{- end }}
+{{- end }}

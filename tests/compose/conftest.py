@@ -1,0 +1,94 @@
+"""Fixtures for docker-compose.ha.yml: the stack run for real on a private Docker engine.
+That run (marker `compose_engine`) takes minutes, so it runs only in `make test-compose`."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.compose.engine import DEFAULT_STATE_DIR, PrivateDockerEngine
+from deploy.images.standins import build_standins
+from deploy.local.processes import find_free_ports
+from tests.compose.stack import PORT_NAMES, REPO, SERVICES, HaStack
+
+RUN_VARIABLE = "SESSIONLIB_COMPOSE_ENGINE"
+# Where the engine keeps its data root (the image cache) between runs.
+STATE_VARIABLE = "SESSIONLIB_DOCKER_STATE_DIR"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "compose_engine: runs docker-compose.ha.yml on a private Docker engine "
+        f"(make test-compose, or {RUN_VARIABLE}=1)",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.environ.get(RUN_VARIABLE) == "1":
+        return
+    skip = pytest.mark.skip(
+        reason=f"the real compose run is `make test-compose` ({RUN_VARIABLE}=1)"
+    )
+    for item in items:
+        if "compose_engine" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def docker_engine() -> Iterator[PrivateDockerEngine]:
+    """dockerd of our own (no bridge, no iptables), stopped at the end even after a failure."""
+    state_dir = Path(os.environ.get(STATE_VARIABLE) or REPO / DEFAULT_STATE_DIR)
+    engine = PrivateDockerEngine(state_dir)
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="module")
+def ha_stack(
+    docker_engine: PrivateDockerEngine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HaStack]:
+    """The stack built from local images only and up and healthy, on ports of its own; torn
+    down with its volumes at the end. Timings go to .run/compose/timings.json."""
+    report_dir = REPO / ".run" / "compose"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    for image, seconds in build_standins(
+        docker_engine.docker, docker_engine.env(), REPO / ".run" / "images"
+    ).items():
+        timings[f"stand-in {image}"] = seconds
+    timings["stand-ins"] = time.monotonic() - started
+
+    stack = HaStack.create(
+        docker_engine,
+        tmp_path_factory.mktemp("compose"),
+        find_free_ports(len(PORT_NAMES)),
+        project=f"sessionlib-test-{os.getpid()}",
+    )
+    stack.timings.update(timings)
+    timings = stack.timings
+    try:
+        mark = time.monotonic()
+        # The services' own Dockerfiles, unchanged, on the stand-in python:3.11-slim.
+        stack.ha("build", "cart", "gateway")
+        timings["build services"] = time.monotonic() - mark
+        mark = time.monotonic()
+        stack.ha("up", *SERVICES)
+        timings["up until healthy"] = time.monotonic() - mark
+        yield stack
+    finally:
+        stack.save_logs(report_dir / "last-run-logs.txt")
+        mark = time.monotonic()
+        stack.ha("down", "--volumes", "--timeout", "5")
+        timings["down"] = time.monotonic() - mark
+        timings["total"] = time.monotonic() - started
+        (report_dir / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")

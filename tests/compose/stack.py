@@ -1,0 +1,184 @@
+"""docker-compose.ha.yml brought up for real on a private Docker engine, in host-network mode.
+The test's own ports and passwords go into an env file; deploy/compose/ha.sh does the rest."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from redis.sentinel import Sentinel
+
+from deploy.compose.engine import PrivateDockerEngine
+
+REPO = Path(__file__).resolve().parents[2]
+HA_SCRIPT = REPO / "deploy" / "compose" / "ha.sh"
+PORT_NAMES = (
+    "REDIS_1_PORT",
+    "REDIS_2_PORT",
+    "REDIS_3_PORT",
+    "SENTINEL_1_PORT",
+    "SENTINEL_2_PORT",
+    "SENTINEL_3_PORT",
+    "GATEWAY_PORT",
+    "CART_PORT",
+    "REDIS_EXPORTER_PORT",
+    "PROMETHEUS_PORT",
+    "GRAFANA_PORT",
+)
+# Grafana is not in Debian, so there is no stand-in for it: the run names every other service,
+# and Compose starts exactly those (and what they depend on).
+SERVICES = (
+    "redis-1",
+    "redis-2",
+    "redis-3",
+    "sentinel-1",
+    "sentinel-2",
+    "sentinel-3",
+    "redis-exporter",
+    "cart",
+    "gateway",
+    "prometheus",
+)
+MASTER_NAME = "mymaster"
+
+
+@dataclass
+class HaStack:
+    """One project of docker-compose.ha.yml on `engine`, configured by `env_file`."""
+
+    engine: PrivateDockerEngine
+    env_file: Path
+    project: str
+    ports: dict[str, int]
+    redis_password: str = field(repr=False)
+    sentinel_password: str = field(repr=False)
+    # Seconds per step, written to .run/compose/timings.json at the end of the run.
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls, engine: PrivateDockerEngine, directory: Path, ports: list[int], project: str
+    ) -> HaStack:
+        """Write the env file for a run on `ports` (as many as PORT_NAMES)."""
+        stack = cls(
+            engine=engine,
+            env_file=directory / "ha.env",
+            project=project,
+            ports=dict(zip(PORT_NAMES, ports, strict=True)),
+            redis_password=secrets.token_hex(16),
+            sentinel_password=secrets.token_hex(16),
+        )
+        lines = [f"{name}={port}" for name, port in stack.ports.items()]
+        lines += [
+            f"REDIS_PASSWORD={stack.redis_password}",
+            f"SENTINEL_PASSWORD={stack.sentinel_password}",
+            f"GRAFANA_ADMIN_PASSWORD={secrets.token_hex(8)}",
+            # The local topology's timings (DESIGN §6), so a failover takes seconds.
+            "SENTINEL_DOWN_AFTER_MS=1000",
+            "SENTINEL_FAILOVER_TIMEOUT_MS=3000",
+            "PROMETHEUS_SCRAPE_INTERVAL=1s",
+        ]
+        stack.env_file.write_text("\n".join(lines) + "\n")
+        return stack
+
+    def ha(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """deploy/compose/ha.sh ARGS for this project, on the private engine, host network."""
+        env = self.engine.env()
+        env.update(
+            HA_ENV_FILE=str(self.env_file),
+            HA_NETWORK="host",
+            HA_PROJECT=self.project,
+            HA_WAIT_SECONDS="240",
+        )
+        result = subprocess.run(
+            ["bash", str(HA_SCRIPT), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
+            raise AssertionError(f"ha.sh {' '.join(args)} failed ({result.returncode}):\n{tail}")
+        return result
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[f'{service.upper()}_PORT']}"
+
+    def container(self, service: str) -> str:
+        """The id of `service`'s container, found by the labels Compose v1 and v2 both set."""
+        ids = self.engine.docker(
+            "ps", "-aq",
+            "--filter", f"label=com.docker.compose.project={self.project}",
+            "--filter", f"label=com.docker.compose.service={service}",
+        ).stdout.split()  # fmt: skip
+        assert len(ids) == 1, f"expected one container of {service}, found {ids}"
+        return ids[0]
+
+    def state(self, service: str) -> dict[str, object]:
+        raw = self.engine.docker("inspect", "--format", "{{json .State}}", self.container(service))
+        state: dict[str, object] = json.loads(raw.stdout)
+        return state
+
+    def redis_service_on_port(self, port: int) -> str:
+        for number in (1, 2, 3):
+            if self.ports[f"REDIS_{number}_PORT"] == port:
+                return f"redis-{number}"
+        raise AssertionError(f"no Redis node of the stack listens on {port}")
+
+    def sentinel(self) -> Sentinel:
+        """A client on the host that finds the master through the stack's sentinels."""
+        addresses = [("127.0.0.1", self.ports[f"SENTINEL_{n}_PORT"]) for n in (1, 2, 3)]
+        return Sentinel(
+            addresses,
+            sentinel_kwargs={"password": self.sentinel_password, "socket_timeout": 1},
+            password=self.redis_password,
+            socket_timeout=1,
+        )
+
+    def master_address(self) -> tuple[str, int]:
+        host, port = self.sentinel().discover_master(MASTER_NAME)
+        return str(host), int(port)
+
+    def master_client(self) -> redis.Redis:
+        client: redis.Redis = self.sentinel().master_for(MASTER_NAME, decode_responses=True)
+        return client
+
+    def save_logs(self, path: Path) -> None:
+        """Every container's log, for reading after a failed run."""
+        with_logs = subprocess.run(
+            ["bash", str(HA_SCRIPT), "logs", "--no-color", "--tail=300"],
+            env={
+                **self.engine.env(),
+                "HA_ENV_FILE": str(self.env_file),
+                "HA_NETWORK": "host",
+                "HA_PROJECT": self.project,
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        path.write_text(with_logs.stdout + with_logs.stderr)
+
+
+def wait_until(condition: object, timeout: float, what: str, interval: float = 0.5) -> None:
+    """Poll `condition()` until it is truthy (exceptions count as not yet)."""
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = condition()
+            if last:
+                return
+        except Exception as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")

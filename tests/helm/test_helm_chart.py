@@ -1,0 +1,558 @@
+"""The Helm chart as a team would install it: strict lint, rendering with the values people
+change, every manifest valid for Kubernetes 1.29 and 1.33, and the production properties."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from sessionlib import load_settings
+from tests.helm.chart import (
+    CHART_DIR,
+    CRD_KINDS,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    RELEASE,
+    K8sObject,
+    Rendered,
+    container,
+    labels,
+    lint,
+    pod_spec,
+    render,
+    secret_values,
+)
+
+FULLNAME = f"{RELEASE}-sessionlib-ha"
+HEADLESS = f"{FULLNAME}-redis-headless"
+RULE_GROUP = {"name": "extra", "rules": [{"alert": "Extra", "expr": "vector(1)"}]}
+
+# The values people change, one variation each, plus everything optional at once.
+VARIATIONS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "tls": {"tls": {"enabled": True, "existingSecret": "shop-redis-tls"}},
+    "tls-client-certificates": {
+        "tls": {"enabled": True, "existingSecret": "shop-redis-tls", "authClients": "yes"}
+    },
+    "network-policy-off": {"networkPolicy": {"enabled": False}},
+    "existing-secret": {
+        "auth": {
+            "existingSecret": "shop-redis-auth",
+            "existingSecretPasswordKey": "redis",
+            "existingSecretSentinelPasswordKey": "sentinel",
+        }
+    },
+    "five-replicas": {"redis": {"replicas": 5}},
+    "dev-without-auth": {"auth": {"enabled": False}, "sessionlib": {"profile": "dev"}},
+    "everything-optional-on": {
+        "global": {"imageRegistry": "mirror.example.com", "imagePullSecrets": [{"name": "pull"}]},
+        "redis": {
+            "antiAffinity": "hard",
+            "persistence": {"enabled": False},
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "redis"}},
+                }
+            ],
+            "extraConfig": "latency-monitor-threshold 100",
+        },
+        "sentinel": {"extraConfig": "sentinel deny-scripts-reconfig yes"},
+        "sessionlib": {
+            "session": {"idle_timeout_seconds": 600, "durability": {"replicas": 2}},
+            "redis": {"retry": {"deadline_seconds": 3}},
+            "signingKeys": {"existingSecret": "shop-signing-keys"},
+        },
+        "gateway": {
+            "ingress": {"enabled": True, "className": "nginx", "tls": [{"secretName": "web"}]},
+            "extraEnv": [{"name": "FORWARDED_ALLOW_IPS", "value": "*"}],
+        },
+        "networkPolicy": {"gatewayFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+            "prometheusRule": {"enabled": True, "additionalGroups": [RULE_GROUP]},
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIATIONS))
+def variation(request: pytest.FixtureRequest) -> tuple[str, Rendered]:
+    return request.param, render(VARIATIONS[request.param])
+
+
+def env_of(workload: K8sObject, name: str) -> dict[str, Any]:
+    """A container's env as {name: value or valueFrom}."""
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(workload, name)["env"]}
+
+
+def selects(selector: dict[str, str], obj_labels: dict[str, str]) -> bool:
+    return all(obj_labels.get(k) == v for k, v in selector.items())
+
+
+# --- lint and render --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("name", sorted(VARIATIONS))
+def test_strict_lint_is_clean(name: str, kube_version: str) -> None:
+    report = lint(VARIATIONS[name], kube_version)
+    # Severity 1 is INFO (only "icon is recommended"); strict lint fails on anything above.
+    findings = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and findings == [], findings or report["errors"]
+
+
+def test_lint_reports_values_the_schema_refuses() -> None:
+    report = lint({"redis": {"replicas": 2, "image": {"tag": "latest"}}}, KUBE_VERSIONS[-1])
+    errors = " ".join(m["error"] for m in report["messages"] if m["severity"] == 3)
+    assert "/redis/replicas" in errors and "/redis/image/tag" in errors
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_every_manifest_is_valid_for_kubernetes_in_strict_mode(
+    variation: tuple[str, Rendered], kube_version: str
+) -> None:
+    _, rendered = variation
+    for obj in rendered.objects:
+        if obj["kind"] in CRD_KINDS:
+            continue  # no schema ships offline; test_service_monitors_* check them instead
+        kubernetes_validate.validate(obj, kube_version, strict=True)
+
+
+def test_every_object_lives_in_the_release_namespace(variation: tuple[str, Rendered]) -> None:
+    _, rendered = variation
+    assert {o["metadata"]["namespace"] for o in rendered.objects} == {NAMESPACE}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"sentinel": {"quorum": 4}}, "sentinel.quorum 4 is more than there are sentinels"),
+        ({"redis": {"minReplicasToWrite": 3}}, "redis.minReplicasToWrite 3 needs more than 3"),
+        ({"redis": {"pdb": {"minAvailable": 3}}}, "redis.pdb.minAvailable 3 must be below"),
+        ({"auth": {"enabled": False}}, "sessionlib.profile prod refuses Redis and Sentinel"),
+        ({"tls": {"enabled": True}}, "tls.enabled needs tls.existingSecret"),
+    ],
+)
+def test_values_that_cannot_work_together_are_refused_by_name(
+    values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+# --- Redis and Sentinel -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("replicas", [3, 4, 5, 7])
+def test_sentinel_quorum_is_a_majority_of_the_redis_nodes(replicas: int) -> None:
+    rendered = render({"redis": {"replicas": replicas}})
+    env = env_of(rendered.redis, "sentinel")
+    assert rendered.redis["spec"]["replicas"] == replicas
+    assert int(env["QUORUM"]) == replicas // 2 + 1
+    assert len(env["SENTINELS"].split()) == replicas
+
+
+def test_redis_and_sentinel_announce_the_pods_stable_dns_name(rendered: Rendered) -> None:
+    headless = next(s for s in rendered.of_kind("Service") if s["metadata"]["name"] == HEADLESS)
+    assert headless["spec"]["clusterIP"] == "None"
+    # A pod's name must resolve while it starts and fails readiness: exactly when needed.
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert rendered.redis["spec"]["serviceName"] == HEADLESS
+    domain = f"{HEADLESS}.{NAMESPACE}.svc.cluster.local"
+    for name in ("redis", "sentinel"):
+        env = env_of(rendered.redis, name)
+        assert env["ANNOUNCE_HOST"] == f"$(POD_NAME).{domain}"
+        assert env["FALLBACK_MASTER"] == f"{FULLNAME}-redis-0.{domain}:6379"
+        assert env["SENTINELS"].split() == [
+            f"{FULLNAME}-redis-{i}.{domain}:26379" for i in range(3)
+        ]
+
+
+def test_redis_runs_the_shared_config_templates_unchanged(rendered: Rendered) -> None:
+    data = rendered.one("ConfigMap", "redis")["data"]
+    for name in ("redis.conf", "sentinel.conf"):
+        shared = (CHART_DIR.parents[1] / "deploy" / "redis" / name).read_text()
+        assert data[name] == shared, f"{name} differs from deploy/redis/{name}"
+
+
+def test_production_defaults_for_replication_and_failure_detection(rendered: Rendered) -> None:
+    env = env_of(rendered.redis, "redis")
+    assert env["MIN_REPLICAS_TO_WRITE"] == "1"
+    assert env["DOWN_AFTER_MS"] == "5000"
+    data = rendered.one("ConfigMap", "redis")["data"]
+    assert "maxmemory 384mb" in data["redis-extra.conf"]
+
+
+def test_the_master_hands_over_before_its_pod_stops(rendered: Rendered) -> None:
+    pod = pod_spec(rendered.redis)
+    assert pod is not None
+    hook = container(rendered.redis, "redis")["lifecycle"]["preStop"]["exec"]["command"]
+    assert "redis-prestop.sh" in " ".join(hook)
+    sentinel_hook = container(rendered.redis, "sentinel")["lifecycle"]["preStop"]["exec"]
+    assert "sentinel-prestop.sh" in " ".join(sentinel_hook["command"])
+    # The hook's own deadline fits in the grace period, with room for Redis' shutdown.
+    deadline = int(env_of(rendered.redis, "redis")["PRESTOP_TIMEOUT_SECONDS"])
+    assert pod["terminationGracePeriodSeconds"] >= deadline + 10
+
+
+def test_a_cold_start_cannot_deadlock_on_ordered_pod_creation(rendered: Rendered) -> None:
+    # Readiness needs a Sentinel quorum, which needs the other pods to exist.
+    assert rendered.redis["spec"]["podManagementPolicy"] == "Parallel"
+
+
+# --- probes -----------------------------------------------------------------------------------
+
+PORT_ENV_OF_MODE = {
+    "redis-alive": "REDIS_PORT",
+    "redis-ready": "REDIS_PORT",
+    "sentinel-alive": "SENTINEL_PORT",
+    "sentinel-ready": "SENTINEL_PORT",
+}
+
+
+def test_every_probe_points_at_a_port_its_container_declares(
+    variation: tuple[str, Rendered],
+) -> None:
+    name, rendered = variation
+    checked = 0
+    for workload, c in rendered.containers():
+        ports = {p["containerPort"] for p in c.get("ports", [])}
+        names = {p["name"] for p in c.get("ports", [])}
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+            probe = c.get(kind)
+            if probe is None:
+                continue
+            checked += 1
+            where = f"{name}: {workload['metadata']['name']}/{c['name']} {kind}"
+            handler = probe.get("httpGet") or probe.get("tcpSocket")
+            if handler is not None:
+                assert handler["port"] in names | ports, where
+            else:
+                # probe.sh MODE talks to the port in the container's env: it must be declared.
+                command = probe["exec"]["command"]
+                assert command[:2] == ["sh", "/opt/sessionlib/scripts/probe.sh"], where
+                assert int(env[PORT_ENV_OF_MODE[command[2]]]) in ports, where
+    assert checked >= 12
+
+
+def test_redis_readiness_needs_replication_and_sentinel_readiness_a_quorum(
+    rendered: Rendered,
+) -> None:
+    redis_probe = container(rendered.redis, "redis")["readinessProbe"]["exec"]["command"]
+    sentinel_probe = container(rendered.redis, "sentinel")["readinessProbe"]["exec"]["command"]
+    assert redis_probe[-1] == "redis-ready"
+    assert sentinel_probe[-1] == "sentinel-ready"
+    for component in ("gateway", "cart"):
+        app = container(rendered.one("Deployment", component), component)
+        assert app["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert app["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+# --- scheduling and disruption ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "rule"), [("soft", "preferred"), ("hard", "required")])
+def test_pods_of_a_component_keep_apart_across_nodes(mode: str, rule: str) -> None:
+    rendered = render({c: {"antiAffinity": mode} for c in ("redis", "gateway", "cart")})
+    for workload in [rendered.redis, *rendered.of_kind("Deployment")]:
+        pod = pod_spec(workload)
+        assert pod is not None
+        terms = pod["affinity"]["podAntiAffinity"][f"{rule}DuringSchedulingIgnoredDuringExecution"]
+        term = terms[0]["podAffinityTerm"] if rule == "preferred" else terms[0]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        own = labels(workload["spec"]["template"])
+        assert selects(term["labelSelector"]["matchLabels"], own)
+        assert (
+            term["labelSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            == own["app.kubernetes.io/component"]
+        )
+
+
+@pytest.mark.parametrize("replicas", [3, 5])
+def test_redis_disruption_budget_keeps_a_sentinel_majority_yet_allows_drains(
+    replicas: int,
+) -> None:
+    rendered = render({"redis": {"replicas": replicas}})
+    budget = rendered.one("PodDisruptionBudget", "redis")
+    quorum = int(env_of(rendered.redis, "sentinel")["QUORUM"])
+    assert quorum <= budget["spec"]["minAvailable"] < replicas
+    assert selects(
+        budget["spec"]["selector"]["matchLabels"], labels(rendered.redis["spec"]["template"])
+    )
+
+
+def test_service_disruption_budgets_never_block_a_drain(rendered: Rendered) -> None:
+    for component in ("gateway", "cart"):
+        budget = rendered.one("PodDisruptionBudget", component)
+        assert budget["spec"]["maxUnavailable"] >= 1
+        pods = labels(rendered.one("Deployment", component)["spec"]["template"])
+        assert selects(budget["spec"]["selector"]["matchLabels"], pods)
+
+
+# --- security ---------------------------------------------------------------------------------
+
+
+def test_no_container_runs_as_root_or_keeps_privileges(variation: tuple[str, Rendered]) -> None:
+    name, rendered = variation
+    for workload, c in rendered.containers():
+        pod = pod_spec(workload)
+        assert pod is not None
+        where = f"{name}: {workload['metadata']['name']}/{c['name']}"
+        effective = {**pod.get("securityContext", {}), **c.get("securityContext", {})}
+        assert effective.get("runAsNonRoot") is True, where
+        assert effective.get("runAsUser", 0) != 0, where
+        assert effective.get("allowPrivilegeEscalation") is False, where
+        assert effective.get("readOnlyRootFilesystem") is True, where
+        assert effective["capabilities"]["drop"] == ["ALL"], where
+        assert effective["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert pod["automountServiceAccountToken"] is False, where
+
+
+def test_secrets_are_never_inlined_in_configmaps_or_env(variation: tuple[str, Rendered]) -> None:
+    name, rendered = variation
+    passwords = [v for s in rendered.of_kind("Secret") for v in secret_values(s).values()]
+    configmaps = json.dumps([c.get("data", {}) for c in rendered.of_kind("ConfigMap")])
+    for password in passwords:
+        assert password not in configmaps, name
+    for _, c in rendered.containers():
+        for entry in c.get("env", []):
+            if re.search(r"PASSWORD|SIGNING_KEYS", entry["name"]):
+                assert "secretKeyRef" in entry.get("valueFrom", {}), f"{name}: {entry['name']}"
+
+
+def test_generated_passwords_are_long_and_safe_for_sentinel_configs(rendered: Rendered) -> None:
+    secret = secret_values(rendered.one("Secret", "auth"))
+    assert set(secret) == {"redis-password", "sentinel-password"}
+    for password in secret.values():
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
+
+
+def test_an_existing_secret_is_used_and_none_is_generated() -> None:
+    rendered = render(VARIATIONS["existing-secret"])
+    assert rendered.of_kind("Secret") == []
+    env = env_of(rendered.redis, "redis")
+    assert env["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "shop-redis-auth", "key": "redis"}}
+    assert env["SENTINEL_PASSWORD"] == {
+        "secretKeyRef": {"name": "shop-redis-auth", "key": "sentinel"}
+    }
+    gateway = env_of(rendered.one("Deployment", "gateway"), "gateway")
+    assert gateway["SESSIONLIB_REDIS__PASSWORD"] == env["REDIS_PASSWORD"]
+
+
+def test_every_image_is_pinned_and_redis_is_the_official_image(
+    variation: tuple[str, Rendered],
+) -> None:
+    name, rendered = variation
+    for _, c in rendered.containers():
+        image = c["image"]
+        reference = image.rsplit("/", 1)[-1]
+        assert "@sha256:" in image or ":" in reference, f"{name}: {image} has no tag"
+        assert not image.endswith(":latest"), f"{name}: {image}"
+    redis_image = container(rendered.redis, "redis")["image"]
+    assert re.fullmatch(r"(.+/)?redis:\d+\.\d+\.\d+-bookworm", redis_image), redis_image
+    assert "bitnami" not in json.dumps(rendered.objects)
+
+
+def test_network_policies_admit_only_the_clients_each_component_has(rendered: Rendered) -> None:
+    redis_policy = rendered.one("NetworkPolicy", "redis")
+    clients = [
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for peer in redis_policy["spec"]["ingress"][0]["from"]
+    ]
+    assert clients == ["redis", "gateway", "cart"]
+    assert {p["port"] for p in redis_policy["spec"]["ingress"][0]["ports"]} == {"redis", "sentinel"}
+    cart_policy = rendered.one("NetworkPolicy", "cart")
+    assert (
+        cart_policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"][
+            "app.kubernetes.io/component"
+        ]
+        == "gateway"
+    )
+    # The entry point stays open unless gatewayFrom narrows it.
+    assert "from" not in rendered.one("NetworkPolicy", "gateway")["spec"]["ingress"][0]
+    assert render(VARIATIONS["network-policy-off"]).of_kind("NetworkPolicy") == []
+
+
+# --- the services -----------------------------------------------------------------------------
+
+
+def test_services_reach_redis_through_every_sentinel(rendered: Rendered) -> None:
+    sentinels = env_of(rendered.redis, "sentinel")["SENTINELS"].split()
+    for component in ("gateway", "cart"):
+        env = env_of(rendered.one("Deployment", component), component)
+        assert env["SESSIONLIB_REDIS__MODE"] == "sentinel"
+        assert json.loads(env["SESSIONLIB_REDIS__SENTINELS"]) == sentinels
+        assert env["SESSIONLIB_REDIS__MASTER_NAME"] == "mymaster"
+    gateway = env_of(rendered.one("Deployment", "gateway"), "gateway")
+    cart_service = rendered.one("Service", "cart")
+    assert gateway["GATEWAY_CART_URL"] == (
+        f"http://{cart_service['metadata']['name']}:{cart_service['spec']['ports'][0]['port']}"
+    )
+
+
+@pytest.mark.parametrize("name", ["defaults", "tls", "everything-optional-on"])
+def test_the_services_environment_is_accepted_by_sessionlib_prod(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = render(VARIATIONS[name])
+    env = env_of(rendered.one("Deployment", "cart"), "cart")
+    for key, value in env.items():
+        if isinstance(value, dict):  # from a Secret: any value a Secret could hold
+            value = '["k1"]' if key.endswith("SIGNING_KEYS") else "from-a-secret"
+        monkeypatch.setenv(key, value)
+
+    settings = load_settings()
+
+    assert settings.profile == "prod"
+    assert settings.redis.mode == "sentinel"
+    assert len(settings.redis.sentinels) == 3
+    if name == "everything-optional-on":
+        assert settings.session.idle_timeout_seconds == 600
+        assert settings.session.durability.replicas == 2
+        assert settings.redis.retry.deadline_seconds == 3
+    if name.startswith("tls"):
+        assert settings.redis.tls.enabled and settings.redis.tls.verify_hostname
+
+
+def test_tls_reaches_every_connection() -> None:
+    rendered = render(VARIATIONS["tls"])
+    for name in ("redis", "sentinel"):
+        assert env_of(rendered.redis, name)["TLS_ENABLED"] == "true"
+    exporter = env_of(rendered.redis, "redis-exporter")
+    assert exporter["REDIS_ADDR"].startswith("rediss://$(POD_NAME).")
+    for component in ("gateway", "cart"):
+        env = env_of(rendered.one("Deployment", component), component)
+        assert env["SESSIONLIB_REDIS__TLS__CA_FILE"] == "/etc/sessionlib/tls/ca.crt"
+    volumes = pod_spec(rendered.redis)["volumes"]  # type: ignore[index]
+    assert {"secretName": "shop-redis-tls", "defaultMode": 0o440} in [
+        v.get("secret") for v in volumes
+    ]
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def test_exporters_scrape_both_redis_and_sentinel(rendered: Rendered) -> None:
+    assert env_of(rendered.redis, "redis-exporter")["REDIS_ADDR"] == "redis://localhost:6379"
+    assert env_of(rendered.redis, "sentinel-exporter")["REDIS_ADDR"] == "redis://localhost:26379"
+    image = container(rendered.redis, "redis-exporter")["image"]
+    assert re.fullmatch(r"docker\.io/oliver006/redis_exporter:v\d+\.\d+\.\d+", image)
+
+
+def test_service_monitors_select_services_and_ports_that_exist() -> None:
+    rendered = render(VARIATIONS["everything-optional-on"])
+    monitors = rendered.of_kind("ServiceMonitor")
+    assert len(monitors) == 3
+    jobs = set()
+    for monitor in monitors:
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == "prom"
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        (service,) = [s for s in rendered.of_kind("Service") if selects(selector, labels(s))]
+        port_names = {p["name"] for p in service["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in port_names
+            jobs.add(endpoint["relabelings"][0]["replacement"])
+    assert jobs == {"redis", "sentinel", "gateway", "cart"}
+
+
+def test_prometheus_rule_carries_the_chart_rule_files_and_extra_groups(tmp_path: Path) -> None:
+    chart = copy_chart(tmp_path)
+    shared = {"groups": [{"name": "sessions", "rules": [{"alert": "A", "expr": "up == 0"}]}]}
+    (chart / "files/prometheus/sessions.rules.yml").write_text(yaml.safe_dump(shared))
+
+    rule = render_chart(
+        chart, {"metrics": {"prometheusRule": {"enabled": True, "additionalGroups": [RULE_GROUP]}}}
+    )
+
+    (prometheus_rule,) = rule.of_kind("PrometheusRule")
+    assert [g["name"] for g in prometheus_rule["spec"]["groups"]] == ["sessions", "extra"]
+
+
+def test_grafana_dashboards_become_configmaps_with_the_sidecar_label(tmp_path: Path) -> None:
+    chart = copy_chart(tmp_path)
+    dashboard = {"title": "Sessions", "panels": []}
+    (chart / "files/grafana/dashboards/sessions.json").write_text(json.dumps(dashboard))
+
+    rendered = render_chart(chart, {})
+
+    (configmap,) = [
+        c for c in rendered.of_kind("ConfigMap") if labels(c).get("grafana_dashboard") == "1"
+    ]
+    assert json.loads(configmap["data"]["sessions.json"]) == dashboard
+
+
+def test_an_enabled_prometheus_rule_without_any_rules_is_refused(tmp_path: Path) -> None:
+    chart = copy_chart(tmp_path)
+    with pytest.raises(helm.HelmRenderError, match="no files/prometheus/"):
+        render_chart(chart, {"metrics": {"prometheusRule": {"enabled": True}}})
+
+
+def copy_chart(tmp_path: Path) -> Path:
+    """A copy of the chart without rule files or dashboards, for a test to add its own."""
+    chart = tmp_path / "sessionlib-ha"
+    shutil.copytree(CHART_DIR, chart, symlinks=False)
+    for folder in ("files/prometheus", "files/grafana/dashboards"):
+        shutil.rmtree(chart / folder, ignore_errors=True)
+        (chart / folder).mkdir(parents=True)
+    return chart
+
+
+def render_chart(chart: Path, values: dict[str, Any]) -> Rendered:
+    with helm.Chart.load(chart) as loaded:
+        files = loaded.render(values, name=RELEASE, namespace=NAMESPACE)
+    objects = [
+        doc
+        for path, text in files.items()
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    return Rendered(objects, "")
+
+
+# --- what the user reads ----------------------------------------------------------------------
+
+
+def test_notes_tell_how_to_reach_the_gateway_and_check_sentinel(rendered: Rendered) -> None:
+    notes = rendered.notes
+    assert f"port-forward service/{FULLNAME}-gateway 8080:8080" in notes
+    assert f"exec {FULLNAME}-redis-0 -c sentinel" in notes
+    assert "SENTINEL get-master-addr-by-name mymaster" in notes
+    assert "SENTINEL ckquorum mymaster" in notes
+
+
+def test_values_schema_types_every_value_in_values_yaml() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    untyped = list(_untyped(values, schema, schema, ""))
+    assert untyped == []
+
+
+def _untyped(value: Any, node: dict[str, Any], schema: dict[str, Any], path: str):
+    """Paths in `value` that the schema node does not describe."""
+    while "$ref" in node or "allOf" in node:
+        ref = node["$ref"] if "$ref" in node else node["allOf"][0]["$ref"]
+        node = schema["definitions"][ref.rsplit("/", 1)[-1]]
+    if "type" not in node:
+        yield path
+    elif isinstance(value, dict) and "properties" in node:
+        if node.get("additionalProperties", True) is not False:
+            yield f"{path} (open object)"
+        for key, child in value.items():
+            if key not in node["properties"]:
+                yield f"{path}.{key}"
+            else:
+                yield from _untyped(child, node["properties"][key], schema, f"{path}.{key}")
