@@ -58,7 +58,7 @@ test-helm: setup ## the Helm chart: strict lint, renders, Kubernetes 1.29/1.33 s
 	$(PY) -m pytest -q -p no:cacheprovider tests/helm
 
 lint: setup ## ruff on everything
-	$(VENV)/bin/ruff check sessionlib services deploy tests bench
+	$(VENV)/bin/ruff check sessionlib services deploy tests
 
 typecheck: setup ## mypy --strict on the library
 	$(VENV)/bin/mypy sessionlib

@@ -25,12 +25,8 @@ def free_ports() -> Callable[[int], list[int]]:
 def _running_topology(run_dir: Path) -> Iterator[LocalTopology]:
     ports = find_free_ports(6)
     spec = TopologySpec(redis_ports=tuple(ports[:3]), sentinel_ports=tuple(ports[3:]))
-    topology = LocalTopology(run_dir, spec)
-    try:
-        topology.up()
+    with LocalTopology(run_dir, spec) as topology:
         yield topology
-    finally:
-        topology.down()
 
 
 @pytest.fixture
@@ -48,9 +44,5 @@ def shared_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalT
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[StandaloneRedis]:
     """A standalone redis-server with AOF on: `.url`, `.port`, `.kill()`, `.restart()`, ..."""
-    server = StandaloneRedis(tmp_path / "redis", find_free_ports(1)[0])
-    server.start()
-    try:
+    with StandaloneRedis(tmp_path / "redis", find_free_ports(1)[0]) as server:
         yield server
-    finally:
-        server.stop()

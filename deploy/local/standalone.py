@@ -99,6 +99,13 @@ class StandaloneRedis:
         """SIGTERM (Redis flushes its AOF and exits), SIGKILL if it does not."""
         stop_processes([self._started()])
 
+    def __enter__(self) -> StandaloneRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def kill(self) -> None:
         """SIGKILL: like a crash, writes of the last second may be lost."""
         process = self._started()

@@ -117,6 +117,15 @@ class LocalTopology:
 
     # --- start and stop --------------------------------------------------------------------
 
+    def __enter__(self) -> LocalTopology:
+        """`with LocalTopology(dir, spec) as topology:` runs it for the block, whatever
+        happens in it."""
+        self.up()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.down()
+
     def up(self, timeout: float = 30.0) -> None:
         """Start every node and return once replication is linked and the sentinels agree.
 

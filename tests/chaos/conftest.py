@@ -43,9 +43,5 @@ def partitionable_topology(tmp_path: Path, namespace: NetworkNamespace) -> Itera
         netns=namespace.name,
         netns_host=namespace.inside_address,
     )
-    topology = LocalTopology(tmp_path / "topology", spec)
-    try:
-        topology.up()
+    with LocalTopology(tmp_path / "topology", spec) as topology:
         yield topology
-    finally:
-        topology.down()

@@ -84,9 +84,5 @@ def password_topology(
     spec = TopologySpec(
         redis_ports=tuple(ports[:3]), sentinel_ports=tuple(ports[3:]), password=TOPOLOGY_PASSWORD
     )
-    topology = LocalTopology(tmp_path / "password-topology", spec)
-    try:
-        topology.up()
+    with LocalTopology(tmp_path / "password-topology", spec) as topology:
         yield topology
-    finally:
-        topology.down()

@@ -3,10 +3,8 @@ Each test states one behaviour that `make up-local`, the fixtures and the chaos 
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -16,46 +14,15 @@ import redis
 from deploy.local.processes import ManagedProcess, RunState, save_state
 from deploy.local.standalone import StandaloneRedis
 from deploy.local.topology import STATE_FILE, LocalTopology
+from tests.support.topology_cli import run_topology_cli, stack_port_flags
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Sentinel turns a returning old master into a replica only after watching it for ~8 s and
 # its next 10 s INFO round, so a rejoin takes up to ~20 s.
 REJOIN_TIMEOUT = 40.0
 
 FreePorts = Callable[[int], list[int]]
-
-
-def run_cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m deploy.local.topology ARGS` from the repo root, as `make` runs it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONLIB_LOCAL_")}
-    if path is not None:
-        env["PATH"] = path
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.local.topology", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def port_flags(ports: list[int]) -> list[str]:
-    """Redis, Sentinel and then, when 8 ports are given, gateway and cart ports. Without
-    Prometheus and redis_exporter, whose default ports a `make up-local` may hold
-    (tests/observability starts them on ports of their own)."""
-    flags = [
-        "--redis-ports",
-        ",".join(map(str, ports[:3])),
-        "--sentinel-ports",
-        ",".join(map(str, ports[3:6])),
-        "--no-observability",
-    ]
-    if len(ports) == 8:
-        flags += ["--gateway-port", str(ports[6]), "--cart-port", str(ports[7])]
-    return flags
 
 
 def live_processes_on(ports: Iterable[int]) -> list[str]:
@@ -197,11 +164,11 @@ def test_cli_up_status_master_and_down_work_end_to_end(
     ports = free_ports(8)
     run_dir = ["--run-dir", str(cli_run_dir)]
 
-    up = run_cli("up", *port_flags(ports), *run_dir)
-    status = run_cli("status", *run_dir)
-    master = run_cli("master", *run_dir)
-    down = run_cli("down", *run_dir)
-    down_again = run_cli("down", *run_dir)
+    up = run_topology_cli("up", *stack_port_flags(ports), *run_dir)
+    status = run_topology_cli("status", *run_dir)
+    master = run_topology_cli("master", *run_dir)
+    down = run_topology_cli("down", *run_dir)
+    down_again = run_topology_cli("down", *run_dir)
 
     assert up.returncode == 0, up.stderr
     for port in ports:
@@ -228,7 +195,7 @@ def test_up_on_a_port_in_use_names_it_and_starts_nothing(
         squatter.bind(("127.0.0.1", ports[1]))
         squatter.listen()
 
-        result = run_cli("up", *port_flags(ports), "--run-dir", str(cli_run_dir))
+        result = run_topology_cli("up", *stack_port_flags(ports), "--run-dir", str(cli_run_dir))
 
     assert result.returncode == 1
     assert f"port {ports[1]} on 127.0.0.1" in result.stderr
@@ -245,8 +212,8 @@ def test_up_without_redis_binaries_names_them_and_how_to_install(
     empty_bin = tmp_path / "empty-bin"
     empty_bin.mkdir()
 
-    result = run_cli(
-        "up", *port_flags(free_ports(6)), "--run-dir", str(cli_run_dir), path=str(empty_bin)
+    result = run_topology_cli(
+        "up", *stack_port_flags(free_ports(6)), "--run-dir", str(cli_run_dir), path=str(empty_bin)
     )
 
     assert result.returncode == 1
@@ -261,7 +228,7 @@ def test_up_after_a_crashed_run_removes_its_stale_state_and_starts(
 ) -> None:
     write_crashed_run(cli_run_dir, [finished_pid(), finished_pid()])
 
-    result = run_cli("up", *port_flags(free_ports(8)), "--run-dir", str(cli_run_dir))
+    result = run_topology_cli("up", *stack_port_flags(free_ports(8)), "--run-dir", str(cli_run_dir))
 
     assert result.returncode == 0, result.stderr
     assert "processes are all gone (crashed?); removing it" in result.stderr
@@ -276,7 +243,7 @@ def test_down_after_a_crashed_run_removes_its_state_and_never_signals_a_recycled
     try:
         write_crashed_run(cli_run_dir, [finished_pid(), unrelated.pid])
 
-        result = run_cli("down", "--run-dir", str(cli_run_dir))
+        result = run_topology_cli("down", "--run-dir", str(cli_run_dir))
 
         assert result.returncode == 0
         assert "was still running (crashed run?); removed its state file" in result.stdout
@@ -290,7 +257,7 @@ def test_down_after_a_crashed_run_removes_its_state_and_never_signals_a_recycled
 def test_up_while_running_refuses_and_says_how_to_stop_it(
     shared_topology: LocalTopology,
 ) -> None:
-    result = run_cli("up", "--run-dir", str(shared_topology.run_dir))
+    result = run_topology_cli("up", "--run-dir", str(shared_topology.run_dir))
 
     assert result.returncode == 1
     assert "already running" in result.stderr
@@ -318,7 +285,9 @@ def test_up_that_is_not_ready_in_time_names_what_is_missing_and_stops_what_it_st
     ports = free_ports(6)
 
     # Sentinels need about 2 s of hello messages to find each other: 0.5 s is too short.
-    result = run_cli("up", *port_flags(ports), "--run-dir", str(cli_run_dir), "--timeout", "0.5")
+    result = run_topology_cli(
+        "up", *stack_port_flags(ports), "--run-dir", str(cli_run_dir), "--timeout", "0.5"
+    )
 
     assert result.returncode == 1
     assert "after 0.5s" in result.stderr

@@ -3,10 +3,7 @@ Prometheus scraping every second, some logins and carts, and one failover under 
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +17,8 @@ from deploy.local.observability import REDIS_EXPORTER_PROGRAMS
 from deploy.local.processes import find_free_ports
 from deploy.local.topology import LocalTopology
 from tests.observability.prometheus_api import PrometheusAPI
+from tests.support.topology_cli import run_topology_cli, stack_port_flags
 
-REPO = Path(__file__).resolve().parents[2]
 SCRAPE_INTERVAL = 1.0
 # Targets: Prometheus, gateway, cart, redis_exporter, 3 Redis nodes, 3 sentinels.
 TARGETS = 10
@@ -48,40 +45,6 @@ class LiveSystem:
 def observability_installed() -> bool:
     exporter = any(shutil.which(program) for program in REDIS_EXPORTER_PROGRAMS)
     return exporter and shutil.which("prometheus") is not None
-
-
-def run_topology_cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m deploy.local.topology ARGS`, as `make up-local` runs it, without any
-    SESSIONLIB_LOCAL_* settings of the developer's; `path` replaces PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONLIB_LOCAL_")}
-    if path is not None:
-        env["PATH"] = path
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.local.topology", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def up_flags(ports: list[int]) -> list[str]:
-    """Flags that put all 10 processes of the stack on `ports`."""
-    return [
-        "--redis-ports",
-        ",".join(map(str, ports[0:3])),
-        "--sentinel-ports",
-        ",".join(map(str, ports[3:6])),
-        "--gateway-port",
-        str(ports[6]),
-        "--cart-port",
-        str(ports[7]),
-        "--prometheus-port",
-        str(ports[8]),
-        "--redis-exporter-port",
-        str(ports[9]),
-    ]
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> None:
@@ -168,7 +131,7 @@ def live_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSystem
     run_dir = tmp_path_factory.mktemp("observability") / "run"
     ports = find_free_ports(10)
     up = run_topology_cli(
-        "up", *up_flags(ports), "--run-dir", str(run_dir), "--scrape-interval", "1s"
+        "up", *stack_port_flags(ports), "--run-dir", str(run_dir), "--scrape-interval", "1s"
     )
     try:
         assert up.returncode == 0, f"`up` failed; the end of its output:\n{up.stderr[-3000:]}"

@@ -11,7 +11,8 @@ import pytest
 
 from deploy.local.processes import find_free_ports, liveness
 from deploy.local.topology import LocalTopology
-from tests.observability.conftest import observability_installed, run_topology_cli, up_flags
+from tests.observability.conftest import observability_installed
+from tests.support.topology_cli import run_topology_cli, stack_port_flags
 
 pytestmark = [
     pytest.mark.integration,
@@ -25,7 +26,7 @@ def test_up_starts_prometheus_and_redis_exporter_on_loopback_and_down_stops_them
     ports = find_free_ports(10)
     run_dir = str(tmp_path / "run")
 
-    up = run_topology_cli("up", *up_flags(ports), "--no-services", "--run-dir", run_dir)
+    up = run_topology_cli("up", *stack_port_flags(ports), "--no-services", "--run-dir", run_dir)
     recorded = {p.name: p for p in LocalTopology(run_dir).processes if p.kind == "observability"}
     ready = httpx.get(f"http://127.0.0.1:{ports[8]}/-/ready", timeout=5.0).status_code
     exporter = httpx.get(f"http://127.0.0.1:{ports[9]}/metrics", timeout=5.0).text
@@ -54,7 +55,7 @@ def test_up_without_prometheus_installed_starts_the_rest_and_says_how_to_install
 
     up = run_topology_cli(
         "up",
-        *up_flags(find_free_ports(10)),
+        *stack_port_flags(find_free_ports(10)),
         "--no-services",
         "--run-dir",
         run_dir,
