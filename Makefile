@@ -9,14 +9,14 @@ TOPOLOGY      := $(PY) -m deploy.local.topology
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-packages test test-unit test-integration test-helm test-compose \
-        up-ha down-ha ps-ha test-observability dashboard-png lint typecheck \
+        up-ha down-ha ps-ha test-observability dashboard-png bench lint typecheck \
         up-local down-local status-local demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 system-packages:
-	@bash scripts/ensure-system-packages.sh --with-optional
+	@bash scripts/ensure-system-packages.sh --with-optional --with-bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON_SYSTEM) -m venv $(VENV)
@@ -57,8 +57,11 @@ dashboard-png: setup ## redraw docs/img/session-store-dashboard.png from a live 
 test-helm: setup ## the Helm chart: strict lint, renders, Kubernetes 1.29/1.33 schemas, pod scripts vs real Redis
 	$(PY) -m pytest -q -p no:cacheprovider tests/helm
 
+bench: setup ## benchmarks vs raw redis-py and starsessions, same run (about 7 min); writes bench/results/latest.json
+	$(PY) -m bench
+
 lint: setup ## ruff on everything
-	$(VENV)/bin/ruff check sessionlib services deploy tests
+	$(VENV)/bin/ruff check sessionlib services deploy tests bench
 
 typecheck: setup ## mypy --strict on the library
 	$(VENV)/bin/mypy sessionlib

@@ -1,0 +1,98 @@
+"""The tiny FastAPI app of the HTTP benchmark in four variants: no sessions, sessionlib,
+starsessions with its Redis store, and Starlette's signed-cookie `SessionMiddleware`.
+
+Served by `python -m bench.app VARIANT PORT REDIS_URL` (uvicorn, one worker, no access log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from collections.abc import MutableMapping
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from starlette.middleware.sessions import SessionMiddleware as CookieSessionMiddleware
+from starsessions import SessionAutoloadMiddleware
+from starsessions import SessionMiddleware as StarsessionsMiddleware
+from starsessions.stores.redis import RedisStore
+
+from bench.workload import CHANGED, changed_value, session_attributes
+from sessionlib import SessionMiddleware, SessionStore
+from sessionlib.config import RedisSettings, SessionSettings
+from sessionlib.connection import create_redis
+
+VARIANTS = ("none", "sessionlib", "starsessions", "starlette-cookie")
+IDLE_SECONDS = SessionSettings().idle_timeout_seconds
+COOKIE_SECRET = "bench-only-secret"  # noqa: S105 - signs cookies of a throwaway benchmark
+
+
+def _session(request: Request) -> MutableMapping[str, Any]:
+    """The request's session; without a session middleware, a dict thrown away after."""
+    session: MutableMapping[str, Any] = request.scope.get("session", {})
+    return session
+
+
+def _add_sessions(app: FastAPI, variant: str, redis_url: str) -> None:
+    # Both Redis-backed variants get a client built by the same function, same settings.
+    if variant == "sessionlib":
+        store = SessionStore(create_redis(RedisSettings(url=redis_url)))
+        app.add_middleware(SessionMiddleware, store=store, exclude_paths=["/healthz"])
+    elif variant == "starsessions":
+        app.add_middleware(SessionAutoloadMiddleware)
+        app.add_middleware(
+            StarsessionsMiddleware,
+            store=RedisStore(connection=create_redis(RedisSettings(url=redis_url))),
+            lifetime=IDLE_SECONDS,
+            rolling=True,  # sliding expiry, as sessionlib's idle timeout
+            cookie_https_only=False,
+        )
+    elif variant == "starlette-cookie":
+        app.add_middleware(CookieSessionMiddleware, secret_key=COOKIE_SECRET, max_age=IDLE_SECONDS)
+    elif variant != "none":
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+
+
+def create_app(variant: str, redis_url: str) -> FastAPI:
+    """`POST /login` fills the session, `GET /read` reads it, `POST /write` changes one
+    attribute; the same endpoints whatever keeps the session."""
+    app = FastAPI()
+    counter = itertools.count()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/login")
+    async def login(request: Request) -> dict[str, int]:
+        session = _session(request)
+        session.update(session_attributes())
+        return {"attributes": len(session)}
+
+    @app.get("/read")
+    async def read(request: Request) -> dict[str, int]:
+        return {"attributes": len(_session(request))}
+
+    @app.post("/write")
+    async def write(request: Request) -> dict[str, int]:
+        session = _session(request)
+        session[CHANGED] = changed_value(next(counter))
+        return {"attributes": len(session)}
+
+    _add_sessions(app, variant, redis_url)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.app")
+    parser.add_argument("variant", choices=VARIANTS)
+    parser.add_argument("port", type=int)
+    parser.add_argument("redis_url")
+    args = parser.parse_args()
+    app = create_app(args.variant, args.redis_url)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Turns a run's record (what latest.json holds) into Markdown tables: median (25th-75th
+percentile) of every figure, so the same text goes to the terminal and to the README.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+APPS = {
+    "none": "(a) no sessions",
+    "sessionlib": "(b) sessionlib",
+    "starsessions": "(c) starsessions, Redis store",
+    "starlette-cookie": "(d) Starlette signed cookie",
+}
+LIMITS = {"redis-defaults": "Redis defaults", "shipped": "shipped redis.conf"}
+
+Format = Callable[[float], str]
+
+
+def _count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _two(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _spread(figure: dict[str, float] | None, fmt: Format) -> str:
+    if figure is None:
+        return "-"
+    median, low, high = (fmt(figure[key]) for key in ("median", "p25", "p75"))
+    return median if low == high else f"{median} ({low}-{high})"
+
+
+def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
+    align = ["---" if i < text_columns else "---:" for i in range(len(header))]
+    return [f"| {' | '.join(cells)} |" for cells in (header, align, *rows)]
+
+
+def _measured(figures: dict[str, Any]) -> list[str]:
+    """The cells every throughput comparison shows, in the order of `_MEASURED`."""
+    return [
+        _spread(figures["rate"], _count),
+        _spread(figures["p50_ms"], _two),
+        _spread(figures["p99_ms"], _two),
+        _spread(figures["python_cpu_us"], _count),
+        _spread(figures["redis_cpu_us"], _count),
+        _spread(figures["ratio_to_reference"], _two),
+    ]
+
+
+_MEASURED = ["p50 ms", "p99 ms", "Python CPU us", "Redis CPU us"]
+
+
+def _library(record: dict[str, Any]) -> list[str]:
+    rows = []
+    for operation, by_concurrency in record["library"].items():
+        for concurrency, comparison in by_concurrency.items():
+            for client, figures in comparison["variants"].items():
+                rows.append(
+                    [f"{operation}, concurrency {concurrency}", client, *_measured(figures)]
+                )
+    header = ["operation", "client", "ops/s", *_MEASURED, "ratio to redis-py"]
+    return _table(header, rows, text_columns=2)
+
+
+def _http(record: dict[str, Any]) -> list[str]:
+    rows = []
+    for mix, comparison in record["http"].items():
+        for app, figures in comparison["variants"].items():
+            mix_label = f"{mix} ({comparison['write_percent']}% writes)"
+            rows.append([mix_label, APPS[app], *_measured(figures)])
+    header = ["mix", "app", "requests/s", *_MEASURED, "ratio to (b)"]
+    return _table(header, rows, text_columns=2)
+
+
+def _round_trips(record: dict[str, Any]) -> list[str]:
+    rows = []
+    for library, kinds in record["round_trips"].items():
+        for kind, counts in kinds.items():
+            by_command = ", ".join(f"{name} {n:g}" for name, n in counts["by_command"].items())
+            rows.append(
+                [
+                    f"{library}, {kind}",
+                    f"{counts['sent_per_request']:g}",
+                    f"{counts['in_scripts_per_request']:g}",
+                    f"{counts['commands_per_request']:g}",
+                    by_command,
+                ]
+            )
+    header = ["library, request", "sent by the app", "run inside Lua", "total", "by command"]
+    return _table(header, rows, text_columns=1)
+
+
+def _failover(record: dict[str, Any]) -> list[str]:
+    failover = record["failover"]
+    rows = []
+    for client, figures in failover["clients"].items():
+        outage = figures["outage_seconds"]
+        rows.append(
+            [
+                client,
+                _spread(outage, _two),
+                f"{_two(outage['min'])}-{_two(outage['max'])}" if outage else "-",
+                f"{figures['writes_failed']} of {figures['writes_started']}",
+                str(figures["never_recovered"]),
+            ]
+        )
+    header = ["client", "kill to first write, s", "min-max", "failed writes", "not recovered"]
+    agreed = _spread(failover["sentinels_agreed_seconds"], _two)
+    ratio = _spread(failover["ratio_sessionlib_to_redis_py"], _two)
+    kills = len(failover["rounds"])
+    return [
+        *_table(header, rows),
+        "",
+        f"{kills} kill{'s' if kills != 1 else ''}; sentinels agreed on the new master after "
+        f"{agreed} s (polled every 0.1 s); sessionlib / redis-py per kill: {ratio}.",
+    ]
+
+
+def _memory(record: dict[str, Any]) -> list[str]:
+    memory = record["memory"]
+    rows = []
+    for layout, by_limits in memory["layouts"].items():
+        for label, figures in by_limits.items():
+            limits = memory["configurations"][label]
+            rows.append(
+                [
+                    layout,
+                    f"{LIMITS[label]} ({limits['hash-max-listpack-entries']} entries, "
+                    f"{limits['hash-max-listpack-value']} bytes)",
+                    figures["encoding"],
+                    _spread(figures["payload_bytes"], _count),
+                    _spread(figures["bytes_per_session"], _count),
+                ]
+            )
+    header = ["layout", "hash-max-listpack limits", "encoding", "payload bytes", "MEMORY USAGE"]
+    return _table(header, rows, text_columns=3)
+
+
+def render(record: dict[str, Any]) -> str:
+    machine, versions, load = record["machine"], record["versions"], record["load_average"]
+    compared = ", ".join(
+        f"{name} {versions[name] or 'not installed'}"
+        for name in (
+            "sessionlib",
+            "redis",
+            "hiredis",
+            "redis-server",
+            "starsessions",
+            "starlette",
+            "fastapi",
+        )
+    )
+    lines = [
+        f"`python -m bench` ({record['plan']['name']} run, {record['started']}, "
+        f"{record['seconds'] / 60:.1f} min)",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
+        f"Python {machine['python']}; load average {load['start'][0]} at the start, "
+        f"{load['end'][0]} at the end. Versions: {compared}; {versions['wrk']}.",
+        "Each figure: median (25th-75th percentile) over the rounds; ratios are taken round "
+        "by round, the variants of a round run back to back in alternating order. CPU columns: "
+        "CPU time per operation of the Python process doing the work (the benchmark client, "
+        "or the app server) and of redis-server; waiting for a busy core does not count.",
+        "",
+        "Library level, async, 1 KB session (10 attributes, one changed per save), "
+        f"{record['plan']['library_seconds']:g} s per round:",
+        "",
+        *_library(record),
+        "",
+        "HTTP level, FastAPI on uvicorn (one worker), wrk on loopback, "
+        f"{record['plan']['http_connections']} connections, {record['plan']['http_seconds']} s "
+        "per round:",
+        "",
+        *_http(record),
+        "",
+        "Redis commands per request (INFO commandstats deltas; MONITOR splits them):",
+        "",
+        *_round_trips(record),
+        "",
+        "Failover: SIGKILL of the master to the first acknowledged session write, local "
+        "Sentinel topology (down-after 1000 ms), a write started every 10 ms:",
+        "",
+        *_failover(record),
+        "",
+        "Memory per session, 10 attributes of 100 bytes (MEMORY USAGE):",
+        "",
+        *_memory(record),
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,127 @@
+"""`python -m bench --quick` works end to end and writes a well-formed record: the benchmark
+code is proven here, never the speed (figures vary with the machine and are not asserted)."""
+
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_SECONDS = 240
+FIGURE_KEYS = {"median", "p25", "p75", "min", "max", "n"}
+
+
+def run_quick_bench(out: Path) -> tuple[str, dict]:
+    argv = [sys.executable, "-m", "bench", "--quick"]
+    argv += ["--output", str(out / "latest.json"), "--run-dir", str(out / "run")]
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = process.communicate(timeout=RUN_SECONDS)
+    except subprocess.TimeoutExpired:
+        # SIGINT, not SIGKILL: the run stops the Redis and app processes it started.
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        pytest.fail(f"the quick bench ran over {RUN_SECONDS}s:\n{output.decode()[-3000:]}")
+    assert process.returncode == 0, output.decode()[-5000:]
+    return output.decode(), json.loads((out / "latest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (`make bench` installs it)")
+    return run_quick_bench(tmp_path_factory.mktemp("bench"))
+
+
+def is_figure(figure: dict, rounds: int) -> bool:
+    values = [figure[key] for key in ("median", "p25", "p75", "min", "max")]
+    return (
+        set(figure) == FIGURE_KEYS
+        and figure["n"] == rounds
+        and all(math.isfinite(v) and v >= 0 for v in values)
+        and figure["min"] <= figure["p25"] <= figure["median"] <= figure["p75"] <= figure["max"]
+    )
+
+
+def test_a_quick_run_prints_every_table_and_names_the_record(quick):
+    output, _ = quick
+    for title in ("Library level", "HTTP level", "Redis commands", "Failover", "Memory"):
+        assert title in output
+    assert "figures written to" in output
+
+
+def test_the_record_says_what_was_measured_on_and_with_what(quick):
+    _, record = quick
+    assert record["machine"]["cores"] >= 1
+    assert record["versions"]["redis-server"] and record["versions"]["starsessions"]
+    assert len(record["load_average"]["start"]) == len(record["load_average"]["end"]) == 3
+    assert set(record["sections"]) == {"library", "round_trips", "http", "memory", "failover"}
+
+
+def test_library_figures_come_per_round_with_spread_and_a_ratio_to_raw_redis_py(quick):
+    _, record = quick
+    rounds = record["plan"]["library_rounds"]
+    for operation in ("load", "save"):
+        for concurrency in ("1", "64"):
+            comparison = record["library"][operation][concurrency]
+            assert comparison["reference"] == "redis-py"
+            for figures in comparison["variants"].values():
+                assert len(figures["rounds"]) == rounds
+                for metric in ("rate", "p50_ms", "p99_ms", "python_cpu_us", "ratio_to_reference"):
+                    assert is_figure(figures[metric], rounds), (operation, concurrency, metric)
+            assert comparison["variants"]["redis-py"]["ratio_to_reference"]["median"] == 1
+
+
+def test_http_figures_cover_four_apps_and_two_mixes_relative_to_sessionlib(quick):
+    _, record = quick
+    rounds = record["plan"]["http_rounds"]
+    assert set(record["http"]) == {"read-only", "read-write"}
+    for comparison in record["http"].values():
+        assert comparison["reference"] == "sessionlib"
+        assert set(comparison["variants"]) == {
+            "none",
+            "sessionlib",
+            "starsessions",
+            "starlette-cookie",
+        }
+        for figures in comparison["variants"].values():
+            assert is_figure(figures["rate"], rounds) and figures["rate"]["median"] > 0
+            assert is_figure(figures["ratio_to_reference"], rounds)
+
+
+def test_round_trips_split_what_the_app_sent_from_what_scripts_ran(quick):
+    _, record = quick
+    for library in ("sessionlib", "starsessions"):
+        for kind in ("read", "write"):
+            counts = record["round_trips"][library][kind]
+            assert counts["sent_per_request"] >= 1
+            assert math.isclose(
+                counts["sent_per_request"] + counts["in_scripts_per_request"],
+                counts["commands_per_request"],
+            )
+            assert math.isclose(sum(counts["by_command"].values()), counts["commands_per_request"])
+
+
+def test_failover_times_both_clients_on_the_same_kills(quick):
+    _, record = quick
+    failover = record["failover"]
+    assert len(failover["rounds"]) == record["plan"]["failovers"]
+    for kill in failover["rounds"]:
+        assert kill["new_master"] != kill["killed"]
+        assert set(kill["outage_seconds"]) == {"sessionlib", "redis-py"}
+        assert all(t is None or t > 0 for t in kill["outage_seconds"].values())
+
+
+def test_memory_shows_the_shipped_limits_keep_a_session_hash_listpack_encoded(quick):
+    _, record = quick
+    sessionlib = record["memory"]["layouts"]["sessionlib"]
+    assert sessionlib["redis-defaults"]["encoding"] == "hashtable"
+    assert sessionlib["shipped"]["encoding"] == "listpack"
+    assert record["memory"]["configurations"]["redis-defaults"]["hash-max-listpack-value"] == "64"
