@@ -70,6 +70,7 @@ class SentinelWatcher:
         self._refresher: asyncio.Task[None] | None = None
         self.current: Address | None = None
         self._stopping = False
+        self._switched: asyncio.Event | None = None
 
     @property
     def started(self) -> bool:
@@ -106,6 +107,17 @@ class SentinelWatcher:
         with contextlib.suppress(Exception):
             await self._pool.disconnect(inuse_connections=True)
         self._on_master(address)
+        if self._switched is not None:
+            # Wake every retry napping in its backoff; later naps wait for the next switch.
+            self._switched.set()
+            self._switched = None
+
+    async def nap(self, seconds: float) -> None:
+        """Sleep for a retry's backoff, cut short when a new master is announced."""
+        if self._switched is None:
+            self._switched = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._switched.wait(), seconds)
 
     async def confirm(self) -> None:
         """Ask Sentinel who the master is, before a retry: after a missed announcement

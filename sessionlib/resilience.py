@@ -6,7 +6,9 @@ redis-py's own retries are off (see connection.py), so every retry is counted he
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -80,20 +82,38 @@ class RetryPolicy:
         operation: str,
         attempt: Callable[[], Awaitable[T]],
         observer: StoreObserver,
+        *,
         before_retry: Callable[[], Awaitable[None]] | None = None,
+        nap: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> T:
         """Run `attempt` until it succeeds, fails for good, or the deadline would pass.
 
-        Every operation the store retries is idempotent (writes set absolute values),
-        so running one again after an unknown outcome is safe.
+        The first attempt runs bare: building the retry loop costs more CPU than a Redis
+        round trip, and almost every call succeeds at once. `nap` sleeps between attempts
+        (the Sentinel watcher's wakes up early when a new master is announced). Every
+        operation the store retries is idempotent (writes set absolute values), so running
+        one again after an unknown outcome is safe.
         """
+        started = time.monotonic()
+        try:
+            return await attempt()
+        except Exception as exc:
+            reason = retry_reason(exc)
+            if reason is None:
+                raise
+            observer.retry(operation, reason)
+            first_failure = exc
+        await nap(self.initial_backoff_seconds)
+        remaining = self.deadline_seconds - (time.monotonic() - started)
+        if remaining <= 0:
+            raise first_failure
 
         def count(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             observer.retry(operation, (exc and retry_reason(exc)) or "unknown")
 
         retrying = AsyncRetrying(
-            stop=stop_before_delay(self.deadline_seconds),
+            stop=stop_before_delay(remaining),
             wait=wait_exponential_jitter(
                 multiplier=self.initial_backoff_seconds,
                 max=self.max_backoff_seconds,
@@ -101,14 +121,13 @@ class RetryPolicy:
             ),
             retry=retry_if_exception(lambda exc: retry_reason(exc) is not None),
             before_sleep=count,
+            sleep=nap,
             reraise=True,
         )
-        first = True
         async for attempt_state in retrying:
             with attempt_state:
-                if not first and before_retry is not None:
+                if before_retry is not None:
                     with contextlib.suppress(Exception):  # its own failure is no news
                         await before_retry()
-                first = False
                 return await attempt()
         raise AssertionError("tenacity ends with a result or an exception")

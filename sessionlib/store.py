@@ -270,10 +270,12 @@ class SessionStore:
             args += [name, value]
         args += delta.to_remove
         key = self.session_key(loaded.id)
-        results = await self._call(
-            "save", lambda: self._write([lambda p: _SAVE.queue(p, [key], args)], [_SAVE])
-        )
-        version = int(results[0])
+        if self.settings.durability.replicas:
+            step: Step = lambda p: _SAVE.queue(p, [key], args)  # noqa: E731
+            version = int((await self._call("save", lambda: self._write([step], [_SAVE])))[0])
+        else:
+            # One command and no WAIT: a pipeline object would only add CPU.
+            version = int(await self._call("save", lambda: _SAVE.run(self.redis, [key], args)))
         if version < 0:
             return SaveResult(written=False, session_gone=True)
         self.observer.session_size(delta.size_bytes)
@@ -451,9 +453,17 @@ class SessionStore:
         started = time.perf_counter()
         outcome = "error"
         try:
-            confirm = self.watcher.confirm if self.watcher else None
             policy = retry or self.retry
-            result = await policy.call(operation, attempt, self.observer, confirm)
+            if self.watcher is None:
+                result = await policy.call(operation, attempt, self.observer)
+            else:
+                result = await policy.call(
+                    operation,
+                    attempt,
+                    self.observer,
+                    before_retry=self.watcher.confirm,
+                    nap=self.watcher.nap,
+                )
             outcome = "success"
             return result
         except SessionStoreUnavailable:
