@@ -76,6 +76,11 @@ class SentinelWatcher:
     def started(self) -> bool:
         return self._refresher is not None
 
+    @property
+    def watched_sentinels(self) -> list[Address]:
+        """The sentinels whose `+switch-master` this watcher is subscribed to (or trying)."""
+        return sorted(self._tasks)
+
     def start(self) -> None:
         """Start watching (idempotent); needs a running event loop."""
         if self._refresher is not None:

@@ -16,12 +16,13 @@ from tests.support.observers import RecordingObserver
 pytestmark = pytest.mark.integration
 
 
-def sentinel_store(topology, observer=None, **session) -> SessionStore:
+def sentinel_store(topology, observer=None, sentinels=None, **session) -> SessionStore:
+    known = topology.sentinel_addresses if sentinels is None else sentinels
     settings = load_settings(
         "dev",
         redis={
             "mode": "sentinel",
-            "sentinels": [f"{h}:{p}" for h, p in topology.sentinel_addresses],
+            "sentinels": [f"{h}:{p}" for h, p in known],
             "master_name": topology.master_name,
             "retry": {"deadline_seconds": 15.0},
         },
@@ -233,3 +234,14 @@ def stale_flag_app(store: SessionStore):
     app = Starlette(routes=[Route("/", show)])
     app.add_middleware(SessionMiddleware, store=store)
     return app
+
+
+async def test_the_watcher_learns_every_sentinel_from_the_one_it_was_given(shared_topology):
+    first, *others = shared_topology.sentinel_addresses
+    store = sentinel_store(shared_topology, sentinels=[first])
+    try:
+        await store.create({})  # the first operation starts the watcher
+        await eventually(lambda: len(store.watcher.watched_sentinels) == 3)
+        assert store.watcher.watched_sentinels == sorted([first, *others])
+    finally:
+        await store.close()
