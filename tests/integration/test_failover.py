@@ -245,3 +245,21 @@ async def test_the_watcher_learns_every_sentinel_from_the_one_it_was_given(share
         assert store.watcher.watched_sentinels == sorted([first, *others])
     finally:
         await store.close()
+
+
+def subscribers(topology, sentinel) -> int:
+    with topology.client(sentinel) as client:
+        return sum(1 for c in client.client_list() if c.get("cmd") == "subscribe")
+
+
+async def test_the_watcher_subscribes_again_to_a_sentinel_that_came_back(local_topology):
+    store = sentinel_store(local_topology)
+    sentinel = local_topology.sentinel_nodes[0]
+    try:
+        await store.create({})
+        await eventually(lambda: subscribers(local_topology, sentinel) == 1)
+        local_topology.kill(sentinel)
+        await asyncio.to_thread(local_topology.restart, sentinel)
+        await eventually(lambda: subscribers(local_topology, sentinel) == 1)
+    finally:
+        await store.close()
