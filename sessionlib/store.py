@@ -297,7 +297,9 @@ class SessionStore:
         Returns the new session as a later save needs it, with no extra read.
 
         No cross-slot `RENAME`: the new hash is written from the attributes in hand and
-        the old key deleted in the same pipeline.
+        the old key deleted in the same pipeline. An attribute another service writes to
+        the old id in between is lost with it (logins are rare and the window is one
+        round trip).
         """
         delta = self.delta(None, attributes)
         owner = user if user is not None else (previous.user if previous else None)
