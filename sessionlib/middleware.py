@@ -14,7 +14,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sessionlib.config import Settings, load_settings
+from sessionlib.config import SessionSettings, Settings, load_settings
 from sessionlib.errors import (
     DurabilityShortfall,
     SessionDataError,
@@ -67,7 +67,6 @@ class SessionMiddleware:
         self.app = app
         # Probes and /metrics must neither wait on nor fail with Redis, cookie or not.
         self.exclude_paths = frozenset(exclude_paths)
-        base = store.settings if store else (settings or load_settings()).session
         overrides = {
             name: value
             for name, value in {
@@ -81,12 +80,16 @@ class SessionMiddleware:
             }.items()
             if value is not _UNSET
         }
-        session_settings = type(base).model_validate({**base.model_dump(), **overrides})
-        self.store = store or SessionStore.from_settings(
-            (settings or load_settings()).model_copy(update={"session": session_settings})
-        )
-        if store is not None and overrides:
-            self.store.settings = session_settings
+        if store is None:
+            resolved = settings or load_settings()
+            session_settings = _overridden(resolved.session, overrides)
+            self.store = SessionStore.from_settings(
+                resolved.model_copy(update={"session": session_settings})
+            )
+        else:
+            session_settings = _overridden(store.settings, overrides)
+            # The caller's store stays as it was; this one shares its connection.
+            self.store = store.with_settings(session_settings) if overrides else store
         keys = [k.get_secret_value() for k in session_settings.signing_keys]
         self.ids = SessionIdCodec(([secret_key] if secret_key else []) + keys)
         cookie_max_age = session_settings.idle_timeout_seconds if max_age is _UNSET else max_age
@@ -185,6 +188,11 @@ class SessionMiddleware:
                     redact(session.stored.id if session.stored else None),
                 )
         return session.client_id
+
+
+def _overridden(base: SessionSettings, overrides: dict[str, Any]) -> SessionSettings:
+    """`base` with the Starlette-style keywords applied, validated like any settings."""
+    return SessionSettings.model_validate({**base.model_dump(), **overrides})
 
 
 def _status_for(exc: SessionError) -> int:

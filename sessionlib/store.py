@@ -129,6 +129,17 @@ class SessionStore:
             replicas=read_replicas(redis, settings.redis) if stale_reads else None,
         )
 
+    def with_settings(self, settings: SessionSettings) -> SessionStore:
+        """The same connection, watcher and metrics under other session settings."""
+        return type(self)(
+            self.redis,
+            settings,
+            observer=self.observer,
+            retry=self.retry,
+            watcher=self.watcher,
+            replicas=self.replicas,
+        )
+
     async def close(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()

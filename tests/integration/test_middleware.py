@@ -248,3 +248,15 @@ async def test_excluded_paths_never_touch_the_store_even_with_a_session_cookie(
         response = await c.get("/healthz")
         assert response.json() == {"session": False}
         assert round_trips.count == 0
+
+
+async def test_starlette_keywords_apply_to_this_middleware_and_leave_a_shared_store_alone(
+    redis_store,
+):
+    middleware = sessionlib.SessionMiddleware(
+        Starlette(), store=redis_store, max_age=60, session_cookie="sid"
+    )
+    assert middleware.store.settings.idle_timeout_seconds == 60
+    assert middleware.store.redis is redis_store.redis, "one connection, not two"
+    assert redis_store.settings.idle_timeout_seconds == 1800
+    assert middleware.cookie.name == "sid" and redis_store.settings.cookie_name == "session"
