@@ -229,23 +229,20 @@ class LocalTopology:
 
     def kill(self, ref: NodeRef) -> Node:
         """SIGKILL a node; returns it (handy with "master")."""
-        node, process = self._running(ref)
-        send_signal(process, signal.SIGKILL)
-        wait_for_liveness(process, "dead", timeout=5.0)
-        return node
+        return self._signal(ref, signal.SIGKILL, "dead")
 
     def pause(self, ref: NodeRef) -> Node:
         """SIGSTOP a node: it keeps its connections open and answers nothing."""
-        node, process = self._running(ref)
-        send_signal(process, signal.SIGSTOP)
-        wait_for_liveness(process, "paused", timeout=5.0)
-        return node
+        return self._signal(ref, signal.SIGSTOP, "paused")
 
     def resume(self, ref: NodeRef) -> Node:
         """SIGCONT a paused node."""
+        return self._signal(ref, signal.SIGCONT, "alive")
+
+    def _signal(self, ref: NodeRef, signum: signal.Signals, becomes: Liveness) -> Node:
         node, process = self._running(ref)
-        send_signal(process, signal.SIGCONT)
-        wait_for_liveness(process, "alive", timeout=5.0)
+        send_signal(process, signum)
+        wait_for_liveness(process, becomes, timeout=5.0)
         return node
 
     def restart(self, ref: NodeRef, timeout: float = 30.0) -> Node:
