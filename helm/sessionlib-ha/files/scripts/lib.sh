@@ -138,6 +138,16 @@ tls-replication yes
 EOF
 }
 
+# append_server_extras FILE PORT VALUES_KEY: what follows the shared template in a rendered
+# config: the TLS lines, then the user's EXTRA_CONFIG_FILE under a heading naming its value.
+append_server_extras() {
+    tls_directives "$2" >>"$1"
+    if [ -n "${EXTRA_CONFIG_FILE:-}" ] && [ -s "$EXTRA_CONFIG_FILE" ]; then
+        printf '\n# --- %s (chart values) ---\n' "$3" >>"$1"
+        cat "$EXTRA_CONFIG_FILE" >>"$1"
+    fi
+}
+
 # wait_resolvable HOST SECONDS: Sentinel refuses to start when a "sentinel monitor" host name
 # does not resolve, and a pod's DNS name appears only once the pod has an IP.
 wait_resolvable() {

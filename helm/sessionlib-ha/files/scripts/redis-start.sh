@@ -86,11 +86,7 @@ env \
     REPLICATION_DIRECTIVES="$replication" \
     AUTH_DIRECTIVES="$auth" \
     sh "$(dirname "$0")/render-config.sh" "$TEMPLATE_DIR/redis.conf" >"$config.new"
-tls_directives "$REDIS_PORT" >>"$config.new"
-if [ -n "${EXTRA_CONFIG_FILE:-}" ] && [ -s "$EXTRA_CONFIG_FILE" ]; then
-    printf '\n# --- redis.extraConfig (chart values) ---\n' >>"$config.new"
-    cat "$EXTRA_CONFIG_FILE" >>"$config.new"
-fi
+append_server_extras "$config.new" "$REDIS_PORT" redis.extraConfig
 # The config holds the password: readable by this user only.
 chmod 600 "$config.new"
 mv "$config.new" "$config"

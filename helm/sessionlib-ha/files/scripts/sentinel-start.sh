@@ -60,11 +60,7 @@ env \
     FAILOVER_TIMEOUT_MS="$FAILOVER_TIMEOUT_MS" \
     AUTH_DIRECTIVES="$auth" \
     sh "$(dirname "$0")/render-config.sh" "$TEMPLATE_DIR/sentinel.conf" >"$config.new"
-tls_directives "$SENTINEL_PORT" >>"$config.new"
-if [ -n "${EXTRA_CONFIG_FILE:-}" ] && [ -s "$EXTRA_CONFIG_FILE" ]; then
-    printf '\n# --- sentinel.extraConfig (chart values) ---\n' >>"$config.new"
-    cat "$EXTRA_CONFIG_FILE" >>"$config.new"
-fi
+append_server_extras "$config.new" "$SENTINEL_PORT" sentinel.extraConfig
 [ -z "$myid" ] || printf 'sentinel myid %s\n' "$myid" >>"$config.new"
 chmod 600 "$config.new"
 mv "$config.new" "$config"
