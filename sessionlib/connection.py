@@ -6,14 +6,17 @@ above this one, so failures are counted and bounded in one place.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from sessionlib.config import RedisSettings
+from sessionlib.discovery import ConcurrentSentinel
 from sessionlib.errors import ConfigurationError
 from sessionlib.failover import Address, MasterVerifyingConnection, SentinelWatcher, format_address
 from sessionlib.observer import StoreObserver
@@ -49,8 +52,9 @@ def _connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
     }
 
 
-def create_sentinel(settings: RedisSettings) -> Sentinel:
-    """A Sentinel handle whose own connections use the sentinel credentials."""
+def create_sentinel(settings: RedisSettings) -> ConcurrentSentinel:
+    """A Sentinel handle whose own connections use the sentinel credentials, and which
+    asks every sentinel at once, within the connect timeout."""
     sentinel_kwargs: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout_seconds,
         "socket_connect_timeout": settings.connect_timeout_seconds,
@@ -60,8 +64,9 @@ def create_sentinel(settings: RedisSettings) -> Sentinel:
     if settings.sentinel_password is not None:
         sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
         sentinel_kwargs["username"] = settings.sentinel_username
-    return Sentinel(  # type: ignore[no-untyped-call]
+    return ConcurrentSentinel(
         settings.sentinel_addresses(),
+        discovery_timeout_seconds=settings.connect_timeout_seconds,
         sentinel_kwargs=sentinel_kwargs,
         **_connection_kwargs(settings),
     )
@@ -97,7 +102,7 @@ def read_replicas(redis: Redis, settings: RedisSettings) -> ReplicaReader | None
     return ReplicaReader(
         pool.sentinel_manager,
         settings.master_name,
-        _connection_kwargs(settings),
+        {**_connection_kwargs(settings), "db": settings.db},
         timeout_seconds=settings.socket_timeout_seconds,
     )
 
@@ -118,3 +123,51 @@ def watch_master(
     if not isinstance(pool, SentinelConnectionPool):
         raise ConfigurationError("watch_master needs a client made by create_redis()")
     return SentinelWatcher(pool.sentinel_manager, settings.master_name, pool, on_master=report)
+
+
+def endpoint_of(redis: Redis) -> tuple[str, str | None]:
+    """`host:port` of the node `redis` talks to (the master, in Sentinel mode), and the
+    user it logs in as: what a refusal message must name."""
+    pool = redis.connection_pool
+    kwargs = pool.connection_kwargs
+    address = getattr(pool, "master_address", None) or (kwargs.get("host"), kwargs.get("port"))
+    return f"{address[0]}:{address[1]}", kwargs.get("username")
+
+
+class EventLoopBinding:
+    """Keeps a client usable when the running event loop changes.
+
+    Connections belong to the loop that opened them. A second `TestClient`, or a server
+    that restarts its loop in the same process, would otherwise get "attached to a
+    different loop" errors: on a new loop every pool is emptied (and its lock renewed),
+    and `on_new_loop` callbacks let loop-bound helpers (watcher tasks, replica clients)
+    start afresh.
+    """
+
+    def __init__(self, redis: Redis, on_new_loop: list[Callable[[], None]]) -> None:
+        self._redis = redis
+        self._on_new_loop = on_new_loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def follow_running_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        moved = self._loop is not None
+        self._loop = loop
+        if not moved:
+            return
+        for pool in _pools_of(self._redis):
+            pool.reset()  # type: ignore[no-untyped-call]
+            if hasattr(pool, "_lock"):
+                pool._lock = asyncio.Lock()
+        for callback in self._on_new_loop:
+            callback()
+
+
+def _pools_of(redis: Redis) -> Iterator[ConnectionPool]:
+    pool = redis.connection_pool
+    yield pool
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            yield sentinel.connection_pool

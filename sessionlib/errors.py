@@ -43,3 +43,15 @@ class DurabilityShortfall(SessionError):
         super().__init__(f"write reached {acknowledged} of {wanted} replicas")
         self.acknowledged = acknowledged
         self.wanted = wanted
+
+
+class SessionMoved(SessionError):
+    """The session id changed under this request (a login regenerated it): a write to
+    the old id was not stored, and the old id grants nothing any more."""
+
+
+class SessionStoreRefused(SessionError):
+    """Redis answered but refused us: wrong credentials, a missing ACL permission, a
+    refused certificate. The caller's own mistake, not an outage: never retried."""
+
+    retry_after_seconds = 1

@@ -49,6 +49,10 @@ class ReplicaReader:
             )
         return self._clients[address]
 
+    def forget_loop(self) -> None:
+        """Drop clients whose connections belong to an event loop that is gone."""
+        self._clients.clear()
+
     async def close(self) -> None:
         for client in self._clients.values():
             await client.aclose()

@@ -7,7 +7,9 @@ Key layout (contract): `{prefix}:s:{<sid>}` holds metadata fields (`_created`,
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,11 +21,20 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from sessionlib.config import SessionSettings, Settings
-from sessionlib.connection import create_redis, read_replicas, watch_master
+from sessionlib.connection import (
+    EventLoopBinding,
+    create_redis,
+    endpoint_of,
+    read_replicas,
+    watch_master,
+)
+from sessionlib.discovery import describe_refusal
 from sessionlib.errors import (
     DurabilityShortfall,
     SessionDataError,
     SessionError,
+    SessionMoved,
+    SessionStoreRefused,
     SessionStoreUnavailable,
     SessionTooLarge,
 )
@@ -31,7 +42,7 @@ from sessionlib.failover import SentinelWatcher
 from sessionlib.ids import new_raw_id, redact
 from sessionlib.observer import NullObserver, StoreObserver
 from sessionlib.replicas import ReplicaReader
-from sessionlib.resilience import RetryPolicy, retry_reason
+from sessionlib.resilience import RetryPolicy, is_tls_refusal, retry_reason
 from sessionlib.scripts import LuaScript, Step, run_pipeline
 from sessionlib.serialization import attribute_for, decode_value, encode_value, field_for
 
@@ -42,7 +53,11 @@ _LOAD = LuaScript("load")
 _SAVE = LuaScript("save")
 _CREATE = LuaScript("create")
 _INDEX_ADD = LuaScript("index_add")
-_SCRIPTS = (_LOAD, _SAVE, _CREATE, _INDEX_ADD)
+_MOVE = LuaScript("move")
+_DELETE = LuaScript("delete")
+_SCRIPTS = (_LOAD, _SAVE, _CREATE, _INDEX_ADD, _MOVE, _DELETE)
+# A logout follows at most this many "moved" markers (logins racing it).
+_MAX_MOVES = 4
 
 
 @dataclass(frozen=True)
@@ -75,8 +90,12 @@ class Delta:
 
 @dataclass(frozen=True)
 class SaveResult:
+    """What a save did: `session_gone` (deleted meanwhile) and `moved` (a login gave
+    the session a new id) both mean nothing was written."""
+
     written: bool
     session_gone: bool = False
+    moved: bool = False
     version: int | None = None
 
 
@@ -90,6 +109,10 @@ def _exists(key: str, pipe: Pipeline) -> object:
 
 def _delete(key: str, pipe: Pipeline) -> object:
     return pipe.delete(key)
+
+
+def _zrem(key: str, members: list[str], pipe: Pipeline) -> object:
+    return pipe.zrem(key, *members)
 
 
 class SessionStore:
@@ -111,6 +134,9 @@ class SessionStore:
         self.retry = retry or RetryPolicy()
         self.watcher = watcher
         self.replicas = replicas
+        forget = [h.forget_loop for h in (watcher, replicas) if h is not None]
+        self._loop_binding = EventLoopBinding(redis, forget)
+        self._replicas_checked = False
 
     @classmethod
     def from_settings(
@@ -131,7 +157,7 @@ class SessionStore:
 
     def with_settings(self, settings: SessionSettings) -> SessionStore:
         """The same connection, watcher and metrics under other session settings."""
-        return type(self)(
+        sibling = type(self)(
             self.redis,
             settings,
             observer=self.observer,
@@ -139,6 +165,8 @@ class SessionStore:
             watcher=self.watcher,
             replicas=self.replicas,
         )
+        sibling._loop_binding = self._loop_binding
+        return sibling
 
     async def close(self) -> None:
         if self.watcher is not None:
@@ -159,13 +187,16 @@ class SessionStore:
 
     async def load(self, session_id: str) -> StoredSession | None:
         """The session, or None when it does not exist or has expired (one round trip).
+        Raises SessionMoved when a login gave it a new id: the old id grants nothing.
 
         With stale reads on, a load that finds no master within
-        `stale_read_after_seconds` is answered by the freshest replica (`stale=True`),
-        and only when no replica answers does it go on waiting for the master.
+        `stale_read_after_seconds` is answered by the freshest replica (`stale=True`).
+        A replica that lacks the session proves nothing during a failover (it may lag),
+        so then the load goes on waiting for the master, within the same deadline.
         """
         if self.replicas is None:
             return await self._load_from_master(session_id, self.retry)
+        started = time.monotonic()
         try:
             impatient = self.retry.within(self.settings.stale_read_after_seconds)
             return await self._load_from_master(session_id, impatient)
@@ -174,7 +205,10 @@ class SessionStore:
         try:
             return await self._call("load_stale", lambda: self._read_replicas(session_id))
         except SessionStoreUnavailable:
-            return await self._load_from_master(session_id, self.retry)
+            remaining = self.retry.deadline_seconds - (time.monotonic() - started)
+            if remaining <= 0:
+                raise
+            return await self._load_from_master(session_id, self.retry.within(remaining))
 
     async def _load_from_master(self, session_id: str, retry: RetryPolicy) -> StoredSession | None:
         throttle_ms = int(self.settings.refresh_throttle_seconds * 1000)
@@ -182,6 +216,8 @@ class SessionStore:
         reply = await self._call(
             "load", lambda: _LOAD.run(self.redis, [key], [throttle_ms]), retry=retry
         )
+        if reply[0] == 2:
+            raise SessionMoved("the session id was replaced by a login")
         if len(reply) < 2:
             return None
         return self._decode(session_id, reply[1], ttl_refreshed=bool(reply[0]))
@@ -193,6 +229,8 @@ class SessionStore:
         copies = await self.replicas.read_hash(self.session_key(session_id))
         if not copies:
             raise SessionStoreUnavailable("no master and no replica answered")
+        if any(b"_moved" in copy for copy in copies):
+            raise SessionMoved("the session id was replaced by a login")
         now_ms = int(time.time() * 1000)
         live = [
             self._decode(
@@ -204,7 +242,10 @@ class SessionStore:
             for copy in copies
             if copy and int(copy.get(b"_abs", b"0")) > now_ms
         ]
-        return max(live, key=lambda s: s.version, default=None)
+        if not live:
+            # Never "no session" (which clears the cookie): the master may still have it.
+            raise SessionStoreUnavailable("no master answered and no replica holds the session")
+        return max(live, key=lambda s: s.version)
 
     def _decode(
         self, session_id: str, flat: list[Any], *, ttl_refreshed: bool, stale: bool = False
@@ -272,11 +313,14 @@ class SessionStore:
         return Delta(to_set=to_set, to_remove=removed, size_bytes=size, encoded=encoded_all)
 
     async def save(self, loaded: StoredSession, attributes: Mapping[str, Any]) -> SaveResult:
-        """Write only what changed since `loaded`; never re-creates a deleted session."""
+        """Write only what changed since `loaded`; never re-creates a deleted session,
+        never writes to a session a login moved, and a retry after an unknown outcome
+        never applies the same change twice (the script remembers operation ids)."""
         delta = self.delta(loaded, attributes)
         if not delta:
             return SaveResult(written=False)
-        args: list[str | int] = [len(delta.to_set)]
+        remember_ms = int(self.retry.deadline_seconds * 1000) + 1000
+        args: list[str | int] = [secrets.token_urlsafe(6), remember_ms, len(delta.to_set)]
         for name, value in delta.to_set.items():
             args += [name, value]
         args += delta.to_remove
@@ -287,6 +331,8 @@ class SessionStore:
         else:
             # One command and no WAIT: a pipeline object would only add CPU.
             version = int(await self._call("save", lambda: _SAVE.run(self.redis, [key], args)))
+        if version == -2:
+            return SaveResult(written=False, moved=True)
         if version < 0:
             return SaveResult(written=False, session_gone=True)
         self.observer.session_size(delta.size_bytes)
@@ -294,7 +340,9 @@ class SessionStore:
 
     async def create(self, attributes: Mapping[str, Any], *, user: str | None = None) -> str:
         """A new session holding `attributes`; returns its id."""
-        return (await self.regenerate(None, attributes, user=user)).id
+        created = await self.regenerate(None, attributes, user=user)
+        assert created is not None  # only an existing session can be gone
+        return created.id
 
     async def regenerate(
         self,
@@ -303,21 +351,41 @@ class SessionStore:
         *,
         user: str | None = None,
         restart_lifetime: bool = True,
-    ) -> StoredSession:
-        """Move a session to a fresh id (on login), deleting the old one; Cluster-safe.
-        Returns the new session as a later save needs it, with no extra read.
+    ) -> StoredSession | None:
+        """Move a session to a fresh id (on login, `user` given), Cluster-safe: each step
+        touches one key. Returns the new session as a later save needs it, or None when
+        `previous` no longer exists and this is no login (nothing may come back).
 
-        No cross-slot `RENAME`: the new hash is written from the attributes in hand and
-        the old key deleted in the same pipeline. An attribute another service writes to
-        the old id in between is lost with it (logins are rare and the window is one
-        round trip).
+        1. The old hash is marked moved and read in one script: from then on saves to
+           it are refused (409) and loads of it grant nothing, so everything written
+           before the mark is carried over and nothing after it is acknowledged.
+        2. The new id goes into the user's index, then the new hash is written: a crash
+           in between leaves a dead index entry (pruned later), never a live session
+           that `revoke_user` cannot find.
+        A login whose old session is gone (a logout or another login won the race)
+        starts a fresh session holding only what this request wrote; a login as another
+        user carries nothing of the previous user's.
         """
-        delta = self.delta(None, attributes)
-        owner = user if user is not None else (previous.user if previous else None)
-        keep_times = previous is not None and not restart_lifetime
+        changes = self.delta(previous, attributes)
         new_id = new_raw_id()
-        created_ms = previous.created_ms if keep_times and previous else ""
-        expiry_ms = previous.absolute_expiry_ms if keep_times and previous else ""
+        carried: dict[str, str] = {}
+        created_ms: int | str = ""
+        expiry_ms: int | str = ""
+        replaced_owner: str | None = None
+        if previous is not None:
+            current = await self._call("regenerate", lambda: self._move(previous.id, new_id))
+            if current is None and user is None:
+                return None
+            if current is not None:
+                replaced_owner = current.user
+                if user is None or current.user in (None, user):
+                    carried = {field_for(n): v for n, v in current.stored_fields.items()}
+                if not restart_lifetime:
+                    created_ms, expiry_ms = current.created_ms, current.absolute_expiry_ms
+        owner = user if user is not None else replaced_owner
+        fields = {f: v for f, v in carried.items() if f not in changes.to_remove}
+        fields.update(changes.to_set)
+
         absolute = self.settings.absolute_timeout_seconds
         create_args: list[str | int] = [
             self.settings.idle_timeout_seconds,
@@ -326,66 +394,82 @@ class SessionStore:
             created_ms,
             expiry_ms,
         ]
-        for name, value in delta.to_set.items():
+        for name, value in fields.items():
             create_args += [name, value]
-        cap = self.settings.max_sessions_per_user or 0
-
-        # One round trip: the index lives in another hash slot, which a non-transactional
-        # pipeline (and redis-py's cluster pipeline) may address all the same.
-        steps: list[Step] = [lambda p: _CREATE.queue(p, [self.session_key(new_id)], create_args)]
+        steps: list[Step] = []
         if owner:
-            index_args: list[str | int] = [new_id, expiry_ms, absolute, cap]
+            moved_here = previous.id if previous is not None and replaced_owner == owner else ""
+            index_args: list[str | int] = [new_id, expiry_ms, absolute, moved_here]
             steps.append(lambda p: _INDEX_ADD.queue(p, [self.user_key(owner)], index_args))
-        if previous is not None:
-            steps.append(partial(_delete, self.session_key(previous.id)))
-            if previous.user:
-                old_index, old_id = self.user_key(previous.user), previous.id
-                steps.append(lambda p: p.zrem(old_index, old_id))
+        if previous is not None and replaced_owner and replaced_owner != owner:
+            steps.append(partial(_zrem, self.user_key(replaced_owner), [previous.id]))
+        steps.append(lambda p: _CREATE.queue(p, [self.session_key(new_id)], create_args))
 
         operation = "create" if previous is None else "regenerate"
         results = await self._call(operation, lambda: self._write(steps, [_CREATE, _INDEX_ADD]))
-        expiry, created = (int(x) for x in results[0]) if len(results[0]) == 2 else (0, 0)
+        expiry, created = (int(x) for x in results[-1]) if len(results[-1]) == 2 else (0, 0)
         if expiry == 0:
             raise SessionError("could not create a session with a zero lifetime")
         self.observer.session_created()
-        self.observer.session_size(delta.size_bytes)
-        if previous is not None:
+        if replaced_owner is not None or carried:
             self.observer.session_destroyed("regenerated")
-        evicted = [_text(sid) for sid in results[1]] if owner else []
-        if evicted:
-            await self._evict(evicted)
-        return StoredSession(
-            id=new_id,
-            attributes=dict(attributes),
-            stored_fields=delta.encoded,
-            user=owner,
-            created_ms=created,
-            absolute_expiry_ms=expiry,
-            version=1,
-            ttl_refreshed=False,
-        )
+        if owner and self.settings.max_sessions_per_user:
+            await self._enforce_cap(owner, self.settings.max_sessions_per_user, keep=new_id)
+        self.observer.session_size(sum(len(f) + len(v.encode()) for f, v in fields.items()))
+        meta = {"_abs": expiry, "_created": created, "_ver": 1, "_user": owner or ""}
+        if not owner:
+            del meta["_user"]
+        flat = [str(x).encode() for pair in (*meta.items(), *fields.items()) for x in pair]
+        return self._decode(new_id, flat, ttl_refreshed=False)
 
-    async def _evict(self, session_ids: list[str]) -> None:
-        """Delete sessions pushed out of a user's index by the per-user cap."""
-        keys = [self.session_key(sid) for sid in session_ids]
-        await self._call("evict", lambda: self.redis.delete(*keys))
-        for _ in session_ids:
+    async def _move(self, session_id: str, new_id: str) -> StoredSession | None:
+        """Mark a session as moved to `new_id` and return what it holds (None: gone, or
+        moved elsewhere first). A retry with the same `new_id` returns the same."""
+        marker_ms = self.settings.moved_marker_seconds * 1000
+        reply = await _MOVE.run(self.redis, [self.session_key(session_id)], [new_id, marker_ms])
+        if reply[0] != 1:
+            return None
+        return self._decode(session_id, reply[1], ttl_refreshed=False)
+
+    async def _enforce_cap(self, user: str, cap: int, *, keep: str) -> None:
+        """Evict the user's oldest live sessions beyond `cap`, never `keep`. Hashes go
+        first, index entries after: a retry or a crash in between leaves the evicted
+        sessions findable (and deletable) instead of alive and unindexed."""
+        live = await self.sessions_of(user)
+        evicted = [sid for sid in live if sid != keep][: max(0, len(live) - cap)]
+        if not evicted:
+            return
+        deletes: list[Step] = [partial(_delete, self.session_key(sid)) for sid in evicted]
+        await self._call("evict", lambda: self._write(deletes, []))
+        unindex: list[Step] = [partial(_zrem, self.user_key(user), evicted)]
+        await self._call("evict", lambda: self._write(unindex, []))
+        for _ in evicted:
             self.observer.session_destroyed("user_cap")
 
     async def delete(self, session_id: str, *, user: str | None = None) -> None:
-        """Remove a session (logout) for every service at once."""
-
-        steps: list[Step] = [lambda p: p.delete(self.session_key(session_id))]
-        if user:
-            steps.append(lambda p: p.zrem(self.user_key(user), session_id))
-        results = await self._call("delete", lambda: run_pipeline(self.redis, steps, []))
-        if results[0]:
-            self.observer.session_destroyed("deleted")
+        """Remove a session (logout) for every service at once. A logout that raced a
+        login follows the moved marker and ends the new session too: logout wins."""
+        doomed: str | None = session_id
+        for _ in range(_MAX_MOVES):
+            if doomed is None:
+                return
+            steps: list[Step] = [partial(_DELETE.queue, keys=[self.session_key(doomed)], args=[])]
+            if user:
+                steps.append(partial(_zrem, self.user_key(user), [doomed]))
+            reply = (await self._call("delete", partial(self._write, steps, [_DELETE])))[0]
+            existed, owner, moved_to = int(reply[0]), _text(reply[1]), _text(reply[2])
+            if existed:
+                self.observer.session_destroyed("deleted")
+            if owner and owner != user:
+                unindex: list[Step] = [partial(_zrem, self.user_key(owner), [doomed])]
+                await self._call("delete", partial(self._write, unindex, []))
+            doomed, user = moved_to or None, None
 
     # -- users --------------------------------------------------------------------------
 
     async def sessions_of(self, user: str) -> list[str]:
-        """Ids of the user's live sessions; dead index entries are cleaned on the way."""
+        """Ids of the user's live sessions, oldest first; dead index entries are cleaned
+        on the way."""
         key = self.user_key(user)
 
         async def live_members() -> list[str]:
@@ -408,8 +492,8 @@ class SessionStore:
             return 0
 
         steps: list[Step] = [partial(_delete, self.session_key(sid)) for sid in doomed]
-        steps.append(lambda p: p.zrem(self.user_key(user), *doomed))
-        results = await self._call("revoke", lambda: run_pipeline(self.redis, steps, []))
+        steps.append(partial(_zrem, self.user_key(user), doomed))
+        results = await self._call("revoke", lambda: self._write(steps, []))
         deleted = sum(int(r) for r in results[:-1])
         for _ in range(deleted):
             self.observer.session_destroyed("revoked")
@@ -422,6 +506,7 @@ class SessionStore:
         async def load_all() -> None:
             for script in _SCRIPTS:
                 await self.redis.script_load(script.source)
+            await self._warn_if_replicas_missing()
 
         await self._call("load_scripts", load_all)
 
@@ -436,10 +521,36 @@ class SessionStore:
 
     # -- plumbing -----------------------------------------------------------------------
 
+    async def _warn_if_replicas_missing(self) -> None:
+        """Say once, readably, when durability asks for more replicas than the master
+        has: every write would otherwise wait `timeout_ms` in silence."""
+        wanted = self.settings.durability.replicas
+        if self._replicas_checked or not wanted:
+            return
+        role = await self.redis.execute_command("ROLE")  # type: ignore[no-untyped-call]
+        self._replicas_checked = True
+        connected = len(role[2]) if _text(role[0]) == "master" else 0
+        if connected < wanted:
+            where, _ = endpoint_of(self.redis)
+            log.warning(
+                "durability asks for %d replica(s) but the master %s has %d: every write "
+                "waits %d ms and then %s; set SESSIONLIB_SESSION__DURABILITY__REPLICAS=%d "
+                "if this Redis has no replicas",
+                wanted,
+                where,
+                connected,
+                self.settings.durability.timeout_ms,
+                "fails" if self.settings.durability.on_shortfall == "fail" else "is counted",
+                connected,
+            )
+
     async def _write(self, steps: list[Step], scripts: list[LuaScript]) -> list[Any]:
         """Run writing steps in one round trip, with `WAIT` last when durability is on."""
         durability = self.settings.durability
         if durability.replicas:
+            if not self._replicas_checked:
+                with contextlib.suppress(redis_errors.RedisError):
+                    await self._warn_if_replicas_missing()
             steps = [*steps, lambda p: p.wait(durability.replicas, durability.timeout_ms)]
         results = await run_pipeline(
             self.redis, steps, scripts, rerun_last=bool(durability.replicas)
@@ -452,6 +563,19 @@ class SessionStore:
                     raise DurabilityShortfall(acknowledged, durability.replicas)
         return results
 
+    def _refusal(self, exc: redis_errors.RedisError) -> SessionStoreRefused | None:
+        """The caller's own mistake, told in one line naming the node and the user."""
+        if is_tls_refusal(exc):
+            fix = "SESSIONLIB_REDIS__TLS__* (CA, certificate, hostname)"
+        elif isinstance(exc, redis_errors.AuthenticationError):
+            fix = "SESSIONLIB_REDIS__USERNAME / SESSIONLIB_REDIS__PASSWORD"
+        elif isinstance(exc, redis_errors.NoPermissionError):
+            fix = "the ACL rules of that user"
+        else:
+            return None
+        where, user = endpoint_of(self.redis)
+        return SessionStoreRefused(describe_refusal(exc, f"Redis at {where}", user, fix))
+
     async def _call(
         self,
         operation: str,
@@ -461,6 +585,7 @@ class SessionStore:
     ) -> T:
         """Run one store operation through the retry layer, timed and counted, with
         Redis failures turned into sessionlib's exceptions."""
+        self._loop_binding.follow_running_loop()
         if self.watcher is not None and not self.watcher.started:
             self.watcher.start()
         started = time.perf_counter()
@@ -482,12 +607,19 @@ class SessionStore:
         except SessionStoreUnavailable:
             outcome = "unavailable"
             raise
+        except SessionStoreRefused:
+            outcome = "refused"
+            raise
         except redis_errors.RedisError as exc:
             if retry_reason(exc) is not None:
                 outcome = "unavailable"
                 raise SessionStoreUnavailable(
                     f"session store unavailable during {operation}: {exc}"
                 ) from exc
+            refused = self._refusal(exc)
+            if refused is not None:
+                outcome = "refused"
+                raise refused from None
             raise SessionError(f"Redis refused {operation}: {exc}") from exc
         finally:
             self.observer.operation(operation, outcome, time.perf_counter() - started)

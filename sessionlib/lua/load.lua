@@ -1,6 +1,7 @@
 -- Loads a session hash and, when the throttle allows, slides its TTL; one round trip.
 -- KEYS[1] session hash; ARGV[1] refresh throttle in ms.
--- Returns {0} when there is no (valid) session, else {refreshed, fields}.
+-- Returns {0} when there is no (valid) session, {2} when it moved to a new id (a login
+-- regenerated it: the old id grants nothing), else {refreshed, fields}.
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return {0} end
 local meta = {}
@@ -8,6 +9,8 @@ for i = 1, #fields, 2 do
   local name = fields[i]
   if name == '_accessed' or name == '_idle' or name == '_abs' then
     meta[name] = tonumber(fields[i + 1])
+  elseif name == '_moved' then
+    return {2}
   end
 end
 if not (meta._accessed and meta._idle and meta._abs) then return {0} end

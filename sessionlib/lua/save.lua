@@ -1,8 +1,15 @@
 -- Writes only the changed and removed attributes of a session, atomically with its TTL.
--- KEYS[1] session hash; ARGV[1] number of field/value pairs to set, then the pairs,
--- then the field names to delete. Returns the new version, or -1 when the session no
--- longer exists: a save never resurrects a session deleted (logged out) meanwhile.
-local meta = redis.call('HMGET', KEYS[1], '_idle', '_abs')
+-- KEYS[1] session hash; ARGV[1] operation id, ARGV[2] how long (ms) operation ids are
+-- remembered, ARGV[3] number of field/value pairs to set, then the pairs, then the
+-- field names to delete.
+-- Returns the new version; -1 when the session no longer exists (a save never
+-- resurrects a session deleted meanwhile); -2 when the session moved to a new id (a
+-- login regenerated it): the write belongs to no session it may touch.
+-- A retry of an operation that already took effect (its id is remembered) changes
+-- nothing and returns the current version, so it never re-applies old values over a
+-- newer write by someone else.
+local meta = redis.call('HMGET', KEYS[1], '_idle', '_abs', '_moved', '_ops', '_ver')
+if meta[3] then return -2 end
 if not meta[1] or not meta[2] then return -1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -11,9 +18,16 @@ if ttl <= 0 then
   redis.call('DEL', KEYS[1])
   return -1
 end
-local pairs_end = 1 + 2 * tonumber(ARGV[1])
-if pairs_end > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2, pairs_end)) end
+-- '_ops' is "id@ms id@ms ...": the operations applied within the window.
+local kept = {}
+for op, at in string.gmatch(meta[4] or '', '(%S+)@(%d+)') do
+  if op == ARGV[1] then return tonumber(meta[5]) end
+  if now - tonumber(at) < tonumber(ARGV[2]) then table.insert(kept, op .. '@' .. at) end
+end
+table.insert(kept, ARGV[1] .. '@' .. now)
+local pairs_end = 3 + 2 * tonumber(ARGV[3])
+if pairs_end > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, pairs_end)) end
 if #ARGV > pairs_end then redis.call('HDEL', KEYS[1], unpack(ARGV, pairs_end + 1, #ARGV)) end
-redis.call('HSET', KEYS[1], '_accessed', now)
+redis.call('HSET', KEYS[1], '_accessed', now, '_ops', table.concat(kept, ' '))
 redis.call('PEXPIRE', KEYS[1], ttl)
 return redis.call('HINCRBY', KEYS[1], '_ver', 1)
