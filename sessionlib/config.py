@@ -2,15 +2,20 @@
 
 Values come from the profile's YAML, then an optional YAML file of the user's, then
 environment variables (prefix `SESSIONLIB_`, nested with `__`), the last one winning.
+Every path (YAML, environment, SessionMiddleware keywords) ends in the same validation.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
-from collections.abc import Mapping
+import types
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -22,13 +27,28 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from sessionlib.errors import ConfigurationError
 
 Profile = Literal["dev", "prod"]
 PROFILES: tuple[Profile, ...] = ("dev", "prod")
 ENV_PREFIX = "SESSIONLIB_"
+# Read by load_settings() but not settings themselves.
+NON_SETTING_VARIABLES = frozenset({f"{ENV_PREFIX}CONFIG_FILE"})
+
+
+def env_variable(path: str) -> str:
+    """The variable that sets a dotted setting: `redis.tls.enabled` is
+    `SESSIONLIB_REDIS__TLS__ENABLED`."""
+    return ENV_PREFIX + "__".join(part.upper() for part in path.split("."))
 
 
 class _Strict(BaseModel):
@@ -90,9 +110,16 @@ class RedisSettings(_Strict):
     @model_validator(mode="after")
     def _topology_is_complete(self) -> RedisSettings:
         if self.mode == "sentinel" and not self.sentinels:
-            raise ValueError("mode 'sentinel' needs at least one address in redis.sentinels")
+            raise ValueError(
+                "mode 'sentinel' needs at least one address in redis.sentinels "
+                f"({env_variable('redis.sentinels')}), or a redis.url "
+                f"({env_variable('redis.url')}) for standalone mode"
+            )
         if self.mode == "cluster" and not self.cluster_nodes:
-            raise ValueError("mode 'cluster' needs at least one address in redis.cluster_nodes")
+            raise ValueError(
+                "mode 'cluster' needs at least one address in redis.cluster_nodes "
+                f"({env_variable('redis.cluster_nodes')})"
+            )
         return self
 
     def sentinel_addresses(self) -> list[tuple[str, int]]:
@@ -113,6 +140,13 @@ class SessionSettings(_Strict):
     key_prefix: str = Field(default="sessionlib", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     cookie_name: str = Field(default="session", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     header_name: str = Field(default="X-Session-Id", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    expose_id_header: Literal["always", "when_requested", "never"] = Field(
+        default="always",
+        description="when a response carries a new session id in header_name: 'always'; "
+        "'when_requested', only to clients that sent that header (scripts can read a "
+        "response header even when the cookie is HttpOnly); 'never'. An endpoint can "
+        "still send it with Session.expose_id(), as the gateway's POST /login does",
+    )
     cookie_path: str = "/"
     cookie_domain: str | None = None
     cookie_secure: bool = False
@@ -132,6 +166,12 @@ class SessionSettings(_Strict):
         description="serve loads from the freshest replica while no master answers",
     )
     stale_read_after_seconds: float = Field(default=0.5, gt=0)
+    moved_marker_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="how long an id replaced by a login still answers 'moved' (409) "
+        "instead of 'no session', so a slow request on it never clears the new cookie",
+    )
     durability: DurabilitySettings = Field(default_factory=DurabilitySettings)
 
     @model_validator(mode="after")
@@ -139,20 +179,35 @@ class SessionSettings(_Strict):
         if self.cookie_same_site == "none" and not self.cookie_secure:
             raise ValueError(
                 "session.cookie_same_site 'none' requires session.cookie_secure true "
-                "(browsers drop SameSite=None cookies that are not Secure)"
+                f"({env_variable('session.cookie_secure')}; browsers drop SameSite=None "
+                "cookies that are not Secure)"
             )
         if self.cookie_host_prefix and (
             not self.cookie_secure or self.cookie_domain or self.cookie_path != "/"
         ):
             raise ValueError(
-                "session.cookie_host_prefix needs cookie_secure true, no cookie_domain "
-                "and cookie_path '/'"
+                f"session.cookie_host_prefix ({env_variable('session.cookie_host_prefix')}) "
+                f"needs cookie_secure true ({env_variable('session.cookie_secure')}), no "
+                f"cookie_domain ({env_variable('session.cookie_domain')}) and cookie_path '/' "
+                f"({env_variable('session.cookie_path')})"
+            )
+        if self.idle_timeout_seconds > self.absolute_timeout_seconds:
+            raise ValueError(
+                f"session.idle_timeout_seconds {self.idle_timeout_seconds} "
+                f"({env_variable('session.idle_timeout_seconds')}) exceeds "
+                f"session.absolute_timeout_seconds {self.absolute_timeout_seconds} "
+                f"({env_variable('session.absolute_timeout_seconds')}); lower the first "
+                "or raise the second"
             )
         return self
 
 
 class Settings(BaseSettings):
-    """Everything sessionlib needs; build it with `load_settings()`."""
+    """Everything sessionlib needs; build it with `load_settings()`.
+
+    Only `load_settings()` reads the environment (checked for typos, and layered over the
+    YAML); validating a Settings never picks up `SESSIONLIB_*` variables on the side.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
@@ -161,6 +216,17 @@ class Settings(BaseSettings):
     profile: Profile = "dev"
     redis: RedisSettings = Field(default_factory=RedisSettings)
     session: SessionSettings = Field(default_factory=SessionSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
     @model_validator(mode="after")
     def _prod_is_safe(self) -> Settings:
@@ -183,8 +249,11 @@ def insecure_settings(settings: Settings) -> list[str]:
         problems.append(
             "session.cookie_http_only must be true (SESSIONLIB_SESSION__COOKIE_HTTP_ONLY)"
         )
-    if r.password is None or not r.password.get_secret_value():
-        problems.append("redis.password must be set (SESSIONLIB_REDIS__PASSWORD)")
+    if not _redis_password_given(r):
+        problems.append(
+            "redis.password must be set (SESSIONLIB_REDIS__PASSWORD, or a password in "
+            "SESSIONLIB_REDIS__URL in standalone mode)"
+        )
     if r.mode == "sentinel" and r.sentinel_password is None:
         problems.append(
             "redis.sentinel_password must be set in sentinel mode "
@@ -195,6 +264,177 @@ def insecure_settings(settings: Settings) -> list[str]:
             "redis.tls.verify_hostname must be true (SESSIONLIB_REDIS__TLS__VERIFY_HOSTNAME)"
         )
     return problems
+
+
+def _redis_password_given(redis: RedisSettings) -> bool:
+    if redis.password is not None and redis.password.get_secret_value():
+        return True
+    # Only standalone mode connects through the URL; Sentinel mode never reads it.
+    return redis.mode == "standalone" and bool(urlsplit(redis.url).password)
+
+
+def with_session_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """`settings` with some session fields replaced, validated whole again.
+
+    The profile's checks run on the result, so `prod` refuses `cookie_secure=False` from
+    SessionMiddleware's `https_only` exactly as from YAML or the environment. An idle
+    timeout longer than the absolute timeout, given without an absolute timeout, raises
+    the absolute timeout to match: an app asking Starlette's `max_age` of 14 days expects
+    sessions to last 14 days. Raises `ConfigurationError`.
+    """
+    data = settings.model_dump()
+    data["session"] = _session_data(settings.session, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc, heading=_overriding(overrides))) from None
+
+
+def overridden_session(session: SessionSettings, overrides: Mapping[str, Any]) -> SessionSettings:
+    """`session` with some fields replaced, where the profile is not known (a store's).
+
+    Validated as session settings (coherence, idle within absolute timeout, the absolute
+    timeout raised as in `with_session_overrides`). The profile's checks need the whole
+    Settings, which a store does not keep; in their place an override may not switch off
+    a protection `session` has on (Secure, HttpOnly): a store built from `prod` settings
+    keeps its Secure cookie. To let a profile decide, use `with_session_overrides`.
+    Raises `ConfigurationError`.
+    """
+    try:
+        result = SessionSettings.model_validate(_session_data(session, overrides))
+    except ValidationError as exc:
+        raise ConfigurationError(
+            _describe(exc, heading=_overriding(overrides), root=("session",))
+        ) from None
+    dropped = [
+        f"session.{name} ({env_variable('session.' + name)})"
+        for name in ("cookie_secure", "cookie_http_only")
+        if getattr(session, name) and not getattr(result, name)
+    ]
+    if dropped:
+        raise ConfigurationError(
+            f"refusing to switch off {', '.join(dropped)}: the store's settings have it on "
+            "and its profile is not known here; leave it on, turn it off in the settings "
+            "the store is built from, or pass those settings too so their profile decides"
+        )
+    return result
+
+
+def _session_data(session: SessionSettings, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    data = {**session.model_dump(), **overrides}
+    idle = overrides.get("idle_timeout_seconds")
+    if (
+        "absolute_timeout_seconds" not in overrides
+        and isinstance(idle, int)
+        and idle > session.absolute_timeout_seconds
+    ):
+        data["absolute_timeout_seconds"] = idle
+    return data
+
+
+def _overriding(overrides: Mapping[str, Any]) -> str:
+    names = ", ".join(f"session.{name}" for name in overrides) or "nothing"
+    return f"invalid sessionlib settings after overriding {names}"
+
+
+def environment_variables() -> dict[str, str]:
+    """Every variable that sets a setting, with the setting's dotted path."""
+    return {env_variable(path): path for path in _setting_fields(Settings)}
+
+
+def _setting_fields(model: type[BaseModel], prefix: str = "") -> dict[str, FieldInfo]:
+    fields: dict[str, FieldInfo] = {}
+    for name, info in model.model_fields.items():
+        fields[prefix + name] = info
+        if _is_model(info.annotation):
+            fields.update(_setting_fields(info.annotation, f"{prefix}{name}."))
+    return fields
+
+
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _wants_json(annotation: Any) -> bool:
+    """Whether pydantic-settings parses the variable as JSON: lists and whole sections."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_wants_json(arg) for arg in get_args(annotation))
+    return _is_model(annotation) or get_origin(annotation) in (list, dict, set, tuple)
+
+
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or any(_is_secret(arg) for arg in get_args(annotation))
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse `SESSIONLIB_*` variables that look like settings but name none, and
+    list or section variables that are not JSON, each with the fix.
+
+    A variable looks like a setting when its name has `__` or starts with a section
+    (`SESSIONLIB_REDIS_`, `SESSIONLIB_SESSION_`); other `SESSIONLIB_*` names belong to
+    tools (`SESSIONLIB_LOCAL_*`, `SESSIONLIB_COMPOSE_ENGINE`, ...) and are left alone.
+    """
+    known = environment_variables()
+    fields = _setting_fields(Settings)
+    sections = tuple(
+        f"{ENV_PREFIX}{name.upper()}_"
+        for name, info in Settings.model_fields.items()
+        if _is_model(info.annotation)
+    )
+    problems = []
+    for given, value in sorted(environ.items()):
+        name = given.upper()
+        if not name.startswith(ENV_PREFIX) or name in NON_SETTING_VARIABLES:
+            continue
+        path = known.get(name)
+        if path is None:
+            if "__" in name.removeprefix(ENV_PREFIX) or name.startswith(sections):
+                problems.append(_unknown_variable(given, fields))
+        elif _wants_json(fields[path].annotation):
+            try:
+                json.loads(value)
+            except ValueError:
+                problems.append(_not_json(given, value, fields[path].annotation))
+    if problems:
+        raise ConfigurationError("invalid sessionlib environment:\n  " + "\n  ".join(problems))
+
+
+def _unknown_variable(given: str, fields: Mapping[str, FieldInfo]) -> str:
+    # Suggest a single setting before a whole section (which takes JSON).
+    leaves = [env_variable(path) for path, info in fields.items() if not _is_model(info.annotation)]
+    everything = [env_variable(path) for path in fields]
+    close = difflib.get_close_matches(given.upper(), leaves, n=1, cutoff=0.6)
+    close = close or difflib.get_close_matches(given.upper(), everything, n=1, cutoff=0.6)
+    if close:
+        return f"{given} is not a sessionlib setting; did you mean {close[0]}?"
+    return (
+        f"{given} is not a sessionlib setting (levels are joined with a double underscore, "
+        "as in SESSIONLIB_REDIS__TLS__ENABLED)"
+    )
+
+
+def _not_json(given: str, value: str, annotation: Any) -> str:
+    if _is_model(annotation):
+        example = '{"<setting>": <value>}'
+    elif _is_secret(annotation):  # never echo a secret into a log
+        example = '["<first>","<second>"]'
+    else:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        example = json.dumps(items, separators=(",", ":"))
+    return f"{given} must be JSON (comma-separated lists are not read): {given}='{example}'"
+
+
+def _url_outranks_mode(layers: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether some layer gives redis.url and no layer as high or higher gives redis.mode."""
+    url_at = mode_at = -1
+    for level, layer in enumerate(layers):
+        redis = layer.get("redis")
+        if isinstance(redis, Mapping):
+            url_at = level if "url" in redis else url_at
+            mode_at = level if "mode" in redis else mode_at
+        elif redis is not None:  # a whole RedisSettings: it says both
+            url_at = mode_at = level
+    return url_at > mode_at
 
 
 def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,23 +465,37 @@ def load_settings(
     """Resolve settings: profile YAML < config file < environment < `overrides`.
 
     The profile comes from the argument, else `SESSIONLIB_PROFILE`, else `dev`; the
-    config file from the argument, else `SESSIONLIB_CONFIG_FILE`.
+    config file from the argument, else `SESSIONLIB_CONFIG_FILE`. A layer that gives
+    `redis.url` above every layer giving `redis.mode` means `mode: standalone`.
     """
     chosen = profile or os.environ.get(f"{ENV_PREFIX}PROFILE") or "dev"
     if chosen not in PROFILES:
-        raise ConfigurationError(f"unknown profile {chosen!r}; choose one of {', '.join(PROFILES)}")
+        raise ConfigurationError(
+            f"unknown profile {chosen!r} (SESSIONLIB_PROFILE); choose one of {', '.join(PROFILES)}"
+        )
     packaged = resources.files("sessionlib").joinpath("profiles", f"{chosen}.yaml")
-    data = _read_yaml(packaged.read_text(encoding="utf-8"), f"profile {chosen}")
+    layers = [_read_yaml(packaged.read_text(encoding="utf-8"), f"profile {chosen}")]
     file_name = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
     if file_name:
         path = Path(file_name)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from None
-        data = _deep_merge(data, _read_yaml(text, str(path)))
-    data = _deep_merge(data, EnvSettingsSource(Settings)())
-    data = _deep_merge(data, overrides)
+            raise ConfigurationError(
+                f"cannot read config file {path} (SESSIONLIB_CONFIG_FILE): {exc.strerror}"
+            ) from None
+        layers.append(_read_yaml(text, str(path)))
+    _check_environment(os.environ)
+    try:
+        layers.append(EnvSettingsSource(Settings)())
+    except SettingsError as exc:
+        raise ConfigurationError(f"cannot read the SESSIONLIB_* variables: {exc}") from None
+    layers.append(overrides)
+    data: dict[str, Any] = {}
+    for layer in layers:
+        data = _deep_merge(data, layer)
+    if _url_outranks_mode(layers):
+        data["redis"] = {**data["redis"], "mode": "standalone"}
     data["profile"] = chosen
     try:
         return Settings.model_validate(data)
@@ -249,9 +503,21 @@ def load_settings(
         raise ConfigurationError(_describe(exc)) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(
+    exc: ValidationError,
+    heading: str = "invalid sessionlib settings",
+    root: tuple[str, ...] = (),
+) -> str:
+    """One line per error, each naming the setting and the variable that sets it."""
     lines = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "settings"
-        lines.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
-    return "invalid sessionlib settings:\n  " + "\n  ".join(lines)
+        loc = (*root, *(str(part) for part in error["loc"]))
+        where = ".".join(loc) or "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "not a sessionlib setting"
+        names = [part for part in loc if not part.isdigit()]
+        if names and ENV_PREFIX not in message:  # model-level messages name their own
+            where += f" ({env_variable('.'.join(names))})"
+        lines.append(f"{where}: {message}")
+    return heading + ":\n  " + "\n  ".join(lines)

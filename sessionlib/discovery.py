@@ -46,9 +46,7 @@ class ConcurrentSentinel(Sentinel):
         failures: list[str] = []
         refusal: str | None = None
         try:
-            for finished in asyncio.as_completed(
-                queries, timeout=self.discovery_timeout_seconds
-            ):
+            for finished in asyncio.as_completed(queries, timeout=self.discovery_timeout_seconds):
                 try:
                     found = await finished
                 except TimeoutError:

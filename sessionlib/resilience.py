@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from tenacity import (
 )
 
 from sessionlib.config import RetrySettings
+from sessionlib.discovery import is_refusal
 from sessionlib.observer import StoreObserver
 
 T = TypeVar("T")
@@ -38,26 +40,55 @@ _RETRYABLE_REPLIES = {
     "TRYAGAIN": "tryagain",
     "CLUSTERDOWN": "clusterdown",
 }
+# Errors a failover or a restart produces, by class; the first match names the reason.
+_RETRYABLE_ERRORS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (MasterNotFoundError, "no_master"),
+    (redis_errors.BusyLoadingError, "loading"),
+    (redis_errors.ReadOnlyError, "readonly"),
+    (redis_errors.TimeoutError, "timeout"),
+    ((redis_errors.ConnectionError, ConnectionError, OSError), "connection"),
+)
+# Every `reason` a retry is reported with, so observers can make their series up front;
+# `unknown` labels a failure the retry loop could not classify.
+RETRY_REASONS = tuple(
+    dict.fromkeys(
+        [*(reason for _, reason in _RETRYABLE_ERRORS), *_RETRYABLE_REPLIES.values(), "unknown"]
+    )
+)
+
+
+# Failures that suggest we may be talking to a node that is no longer the master: only
+# these make the retry re-ask Sentinel and drop idle connections. A NOREPLICAS or
+# LOADING comes from the right node, whose connections are worth keeping.
+WRONG_NODE_REASONS = frozenset({"no_master", "readonly", "timeout", "connection", "masterdown"})
 
 
 def retry_reason(exc: BaseException) -> str | None:
-    """The metric label for a retryable error, or None when retrying cannot help."""
-    if isinstance(exc, MasterNotFoundError):
-        return "no_master"
-    if isinstance(exc, redis_errors.BusyLoadingError):
-        return "loading"
-    if isinstance(exc, redis_errors.ReadOnlyError):
-        return "readonly"
-    if isinstance(exc, redis_errors.TimeoutError):
-        return "timeout"
-    if isinstance(exc, redis_errors.ConnectionError | ConnectionError | OSError):
-        return "connection"
+    """The metric label for a retryable error, or None when retrying cannot help
+    (a refusal: wrong credentials, a missing permission, a refused certificate)."""
+    if is_refusal(exc) or is_tls_refusal(exc):
+        return None
+    for error_class, reason in _RETRYABLE_ERRORS:
+        if isinstance(exc, error_class):
+            return reason
     if isinstance(exc, redis_errors.ResponseError):
-        words = str(exc).replace(":", " ").split()
+        # Every form Redis has used: "READONLY ...", "-READONLY ..." inside a script
+        # error on 6.2, "Error running script (...): @user_script:1: READONLY ...".
+        words = str(exc).replace(":", " ").replace("-", " ").split()
         for reply, reason in _RETRYABLE_REPLIES.items():
             if reply in words:
                 return reason
     return None
+
+
+def is_tls_refusal(exc: BaseException) -> bool:
+    """A certificate or handshake refusal: the same answer on every attempt."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @dataclass(frozen=True)
@@ -86,14 +117,34 @@ class RetryPolicy:
         before_retry: Callable[[], Awaitable[None]] | None = None,
         nap: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> T:
-        """Run `attempt` until it succeeds, fails for good, or the deadline would pass.
+        """Run `attempt` until it succeeds, fails for good, or the deadline passes.
 
-        The first attempt runs bare: building the retry loop costs more CPU than a Redis
-        round trip, and almost every call succeeds at once. `nap` sleeps between attempts
-        (the Sentinel watcher's wakes up early when a new master is announced). Every
-        operation the store retries is idempotent (writes set absolute values), so running
-        one again after an unknown outcome is safe.
+        The deadline bounds the whole operation, attempts and discovery included: an
+        attempt still running when it passes is cancelled and reported as a timeout.
+        The first attempt runs without tenacity: building the retry loop costs more CPU
+        than a Redis round trip, and almost every call succeeds at once. `nap` sleeps
+        between attempts (the Sentinel watcher's wakes up early when a new master is
+        announced); `before_retry` runs before an attempt that follows a failure
+        suggesting a wrong node. Every operation the store retries is idempotent, so
+        running one again after an unknown outcome is safe.
         """
+        try:
+            async with asyncio.timeout(self.deadline_seconds):
+                return await self._attempts(operation, attempt, observer, before_retry, nap)
+        except TimeoutError:
+            observer.retry(operation, "timeout")
+            raise redis_errors.TimeoutError(
+                f"{operation}: no answer within the {self.deadline_seconds:g}s deadline"
+            ) from None
+
+    async def _attempts(
+        self,
+        operation: str,
+        attempt: Callable[[], Awaitable[T]],
+        observer: StoreObserver,
+        before_retry: Callable[[], Awaitable[None]] | None,
+        nap: Callable[[float], Awaitable[None]],
+    ) -> T:
         started = time.monotonic()
         try:
             return await attempt()
@@ -102,6 +153,7 @@ class RetryPolicy:
             if reason is None:
                 raise
             observer.retry(operation, reason)
+            last_reason = reason
             first_failure = exc
         await nap(self.initial_backoff_seconds)
         remaining = self.deadline_seconds - (time.monotonic() - started)
@@ -109,8 +161,10 @@ class RetryPolicy:
             raise first_failure
 
         def count(state: RetryCallState) -> None:
+            nonlocal last_reason
             exc = state.outcome.exception() if state.outcome else None
-            observer.retry(operation, (exc and retry_reason(exc)) or "unknown")
+            last_reason = (exc and retry_reason(exc)) or "unknown"
+            observer.retry(operation, last_reason)
 
         retrying = AsyncRetrying(
             stop=stop_before_delay(remaining),
@@ -126,7 +180,7 @@ class RetryPolicy:
         )
         async for attempt_state in retrying:
             with attempt_state:
-                if before_retry is not None:
+                if before_retry is not None and last_reason in WRONG_NODE_REASONS:
                     with contextlib.suppress(Exception):  # its own failure is no news
                         await before_retry()
                 return await attempt()

@@ -1,9 +1,19 @@
 """Profiles resolve from YAML, then a config file, then the environment; prod refuses
 insecure settings and names each one."""
 
-import pytest
+import re
+from pathlib import Path
 
-from sessionlib.config import load_settings
+import pytest
+from redis.asyncio import Redis
+
+from sessionlib import SessionMiddleware, SessionStore
+from sessionlib.config import (
+    SessionSettings,
+    environment_variables,
+    load_settings,
+    with_session_overrides,
+)
 from sessionlib.errors import ConfigurationError
 
 PROD_SECRETS = {
@@ -114,3 +124,173 @@ def test_cluster_mode_is_reported_as_not_yet_supported():
     settings = load_settings("dev", redis={"mode": "cluster", "cluster_nodes": ["127.0.0.1:7000"]})
     with pytest.raises(ConfigurationError, match="not yet supported"):
         create_redis(settings.redis)
+
+
+# Settings are validated the same way on every path (issue 12, point 11).
+
+PROD_STANDALONE = {"mode": "standalone", "url": "redis://cache:6379/0", "password": "s3cret"}
+
+
+async def an_app(scope, receive, send):
+    raise AssertionError("no request is made in these tests")
+
+
+def test_starlette_keywords_go_through_the_prod_checks():
+    settings = load_settings("prod", redis=PROD_STANDALONE, session={"cookie_host_prefix": False})
+    with pytest.raises(ConfigurationError) as err:
+        SessionMiddleware(an_app, settings=settings, https_only=False)
+    assert "session.cookie_secure" in str(err.value)
+    assert "SESSIONLIB_SESSION__COOKIE_SECURE" in str(err.value)
+
+
+def test_session_overrides_revalidate_the_whole_settings_with_its_profile():
+    settings = load_settings("prod", redis=PROD_STANDALONE, session={"cookie_host_prefix": False})
+    with pytest.raises(ConfigurationError, match="SESSIONLIB_SESSION__COOKIE_SECURE"):
+        with_session_overrides(settings, {"cookie_secure": False})
+
+
+def test_keywords_on_a_given_store_cannot_switch_off_its_secure_cookie():
+    store = SessionStore(Redis(), SessionSettings(cookie_secure=True))
+    with pytest.raises(ConfigurationError, match="SESSIONLIB_SESSION__COOKIE_SECURE"):
+        SessionMiddleware(an_app, store=store, https_only=False)
+
+
+def test_with_a_store_the_profile_of_the_given_settings_still_applies():
+    settings = load_settings("prod", redis=PROD_STANDALONE, session={"cookie_host_prefix": False})
+    store = SessionStore(Redis(), SessionSettings(cookie_secure=False))
+    with pytest.raises(ConfigurationError, match="refusing insecure settings in profile 'prod'"):
+        SessionMiddleware(an_app, store=store, settings=settings, https_only=False)
+
+
+def test_invalid_middleware_keywords_fail_at_construction_as_configuration_errors():
+    store = SessionStore(Redis(), SessionSettings())
+    with pytest.raises(ConfigurationError, match=r"session\.cookie_name"):
+        SessionMiddleware(an_app, store=store, session_cookie="no spaces allowed")
+
+
+@pytest.mark.parametrize(
+    ("given", "variable"),
+    [
+        ({"redis": {"tls": {"enabled": "maybe"}}}, "SESSIONLIB_REDIS__TLS__ENABLED"),
+        ({"redis": {"sentinels": ["no-port-here"]}}, "SESSIONLIB_REDIS__SENTINELS"),
+        ({"redis": {"mode": "sentinel", "sentinels": []}}, "SESSIONLIB_REDIS__SENTINELS"),
+        ({"session": {"idle_timeout_seconds": 0}}, "SESSIONLIB_SESSION__IDLE_TIMEOUT_SECONDS"),
+        ({"session": {"cookie_same_site": "none"}}, "SESSIONLIB_SESSION__COOKIE_SECURE"),
+        ({"session": {"cookie_host_prefix": True}}, "SESSIONLIB_SESSION__COOKIE_SECURE"),
+    ],
+)
+def test_every_refusal_names_the_variable_that_fixes_it(given, variable):
+    with pytest.raises(ConfigurationError) as err:
+        load_settings("dev", **given)
+    assert variable in str(err.value)
+
+
+def test_a_comma_separated_list_in_the_environment_gets_the_json_form(monkeypatch):
+    monkeypatch.setenv("SESSIONLIB_REDIS__SENTINELS", "127.0.0.1:26379,127.0.0.1:26380")
+    with pytest.raises(ConfigurationError) as err:
+        load_settings("dev")
+    assert "SESSIONLIB_REDIS__SENTINELS" in str(err.value)
+    assert """'["127.0.0.1:26379","127.0.0.1:26380"]'""" in str(err.value)
+
+
+def test_a_non_json_secret_list_is_refused_without_echoing_the_secret(monkeypatch):
+    monkeypatch.setenv("SESSIONLIB_SESSION__SIGNING_KEYS", "hunter2,hunter3")
+    with pytest.raises(ConfigurationError, match="SESSIONLIB_SESSION__SIGNING_KEYS") as err:
+        load_settings("dev")
+    assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://:secret@cache:6379/0", "rediss://app:secret@cache:6380/0"]
+)
+def test_a_password_inside_the_redis_url_satisfies_prod(url):
+    settings = load_settings("prod", redis={"mode": "standalone", "url": url})
+    assert settings.redis.password is None and settings.redis.url == url
+
+
+def test_a_password_in_the_url_does_not_count_in_sentinel_mode_where_the_url_is_unused():
+    with pytest.raises(ConfigurationError, match="SESSIONLIB_REDIS__PASSWORD"):
+        load_settings(
+            "prod",
+            redis={
+                "mode": "sentinel",
+                "url": "redis://:secret@cache:6379/0",
+                "sentinels": ["10.0.0.1:26379"],
+                "sentinel_password": "s3cret-too",
+            },
+        )
+
+
+def test_a_redis_url_alone_selects_standalone_mode(monkeypatch):
+    monkeypatch.setenv("SESSIONLIB_REDIS__URL", "redis://cache:6379/2")
+    settings = load_settings("dev")
+    assert settings.redis.mode == "standalone"
+    assert settings.redis.url == "redis://cache:6379/2"
+
+
+def test_a_mode_set_above_the_url_is_kept(tmp_path, monkeypatch):
+    config = tmp_path / "sessions.yaml"
+    config.write_text("redis:\n  url: redis://cache:6379/2\n")
+    monkeypatch.setenv("SESSIONLIB_REDIS__MODE", "sentinel")
+    settings = load_settings("dev", config_file=config)
+    assert settings.redis.mode == "sentinel"
+
+
+def test_an_unknown_sessionlib_variable_is_refused_with_the_closest_name(monkeypatch):
+    monkeypatch.setenv("SESSIONLIB_REDIS_URL", "redis://cache:6379/0")
+    with pytest.raises(ConfigurationError) as err:
+        load_settings("dev")
+    assert "SESSIONLIB_REDIS_URL" in str(err.value)
+    assert "SESSIONLIB_REDIS__URL" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "SESSIONLIB_PROFILE",
+        "SESSIONLIB_CONFIG_FILE",
+        "SESSIONLIB_COMPOSE_ENGINE",
+        "SESSIONLIB_DASHBOARD_PNG",
+        "SESSIONLIB_DOCKER_STATE_DIR",
+        "SESSIONLIB_LOCAL_RUN_DIR",
+        "SESSIONLIB_LOCAL_REDIS_PORTS",
+        "SESSIONLIB_IMAGE_TAG",
+        "SESSIONLIB_RENDER_ONLY",
+    ],
+)
+def test_variables_the_project_sets_for_its_tools_are_not_refused(variable, monkeypatch, tmp_path):
+    config = tmp_path / "empty.yaml"
+    config.write_text("{}\n")
+    values = {"SESSIONLIB_PROFILE": "dev", "SESSIONLIB_CONFIG_FILE": str(config)}
+    monkeypatch.setenv(variable, values.get(variable, "1"))
+    assert load_settings().profile == "dev"
+
+
+def test_an_idle_timeout_beyond_the_absolute_timeout_is_refused_naming_both():
+    with pytest.raises(ConfigurationError) as err:
+        load_settings(
+            "dev", session={"idle_timeout_seconds": 7200, "absolute_timeout_seconds": 3600}
+        )
+    assert "SESSIONLIB_SESSION__IDLE_TIMEOUT_SECONDS" in str(err.value)
+    assert "SESSIONLIB_SESSION__ABSOLUTE_TIMEOUT_SECONDS" in str(err.value)
+
+
+def test_a_starlette_max_age_beyond_the_absolute_timeout_raises_the_absolute_timeout():
+    fourteen_days = 14 * 24 * 3600
+    store = SessionStore(Redis(), SessionSettings(absolute_timeout_seconds=12 * 3600))
+    middleware = SessionMiddleware(an_app, store=store, max_age=fourteen_days)
+    assert middleware.store.settings.idle_timeout_seconds == fourteen_days
+    assert middleware.store.settings.absolute_timeout_seconds == fourteen_days
+
+
+def test_every_setting_variable_the_readme_configuration_section_names_exists():
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Configuration", 1)[1].split("\n### ", 1)[0]
+    named = {name.rstrip("_") for name in re.findall(r"SESSIONLIB_(?:REDIS|SESSION)\w*", section)}
+    assert named - set(environment_variables()) == {"SESSIONLIB_REDIS_URL"}, "the typo example"
+
+
+@pytest.mark.parametrize("profile", ["dev", "prod"])
+def test_both_profiles_send_a_new_id_in_the_header_only_to_clients_that_sent_it(profile):
+    settings = load_settings(profile, redis=PROD_STANDALONE)
+    assert settings.session.expose_id_header == "when_requested"

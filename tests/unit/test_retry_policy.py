@@ -1,6 +1,7 @@
 """The one retry layer: what it retries, what it counts, and when it gives up."""
 
 import asyncio
+import ssl
 import time
 
 import pytest
@@ -40,6 +41,14 @@ def failing(times: int, error: Exception, result: str = "ok"):
             ),
             "readonly",
         ),
+        (
+            # Redis 6.2 puts the whole error reply, dash included, inside a script error.
+            redis_errors.ResponseError(
+                "Error running script (call to f_1): @user_script:1: @user_script: 1: "
+                "-READONLY You can't write against a read only replica."
+            ),
+            "readonly",
+        ),
         (redis_errors.ResponseError("MASTERDOWN Link with MASTER is down"), "masterdown"),
         (redis_errors.BusyLoadingError("LOADING Redis is loading"), "loading"),
         (redis_errors.ResponseError("TRYAGAIN Multiple keys request during rehashing"), "tryagain"),
@@ -52,9 +61,18 @@ def test_failover_errors_are_retryable_with_a_reason(error, reason):
 
 @pytest.mark.parametrize(
     "error",
-    [redis_errors.ResponseError("WRONGTYPE Operation against a key"), ValueError("bug")],
+    [
+        redis_errors.ResponseError("WRONGTYPE Operation against a key"),
+        ValueError("bug"),
+        # A refusal is the caller's own mistake: the same answer on every attempt.
+        redis_errors.AuthenticationError("invalid username-password pair"),
+        redis_errors.NoPermissionError("NOPERM User app has no permissions to run 'evalsha'"),
+        redis_errors.ConnectionError("Error connecting"),  # with an SSL cause, below
+    ],
 )
 def test_other_errors_are_not_retried(error):
+    if type(error) is redis_errors.ConnectionError:
+        error.__cause__ = ssl.SSLCertVerificationError("certificate verify failed")
     assert retry_reason(error) is None
 
 
@@ -132,3 +150,37 @@ async def test_the_sentinel_watchers_nap_ends_when_a_new_master_is_announced():
     await watcher.switch_to(("127.0.0.1", 6381))
     await asyncio.wait_for(napping, 1.0)
     assert observer.masters == [("127.0.0.1:6381", False)]
+
+
+@pytest.mark.parametrize(
+    ("error", "asks_sentinel"),
+    [
+        (redis_errors.ResponseError("NOREPLICAS Not enough good replicas to write."), False),
+        (redis_errors.BusyLoadingError("LOADING Redis is loading"), False),
+        (redis_errors.ReadOnlyError("READONLY You can't write against a read only replica."), True),
+        (redis_errors.ConnectionError("refused"), True),
+    ],
+)
+async def test_only_a_failure_that_suggests_a_wrong_node_re_asks_sentinel(error, asks_sentinel):
+    # Re-asking drops the pool's idle connections: a short NOREPLICAS must not.
+    confirmations = []
+
+    async def confirm():
+        confirmations.append(True)
+
+    attempt, _ = failing(1, error)
+    await FAST.call("save", attempt, RecordingObserver(), before_retry=confirm)
+    assert bool(confirmations) is asks_sentinel
+
+
+async def test_the_deadline_also_bounds_an_attempt_that_hangs():
+    async def hangs() -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    observer = RecordingObserver()
+    started = time.monotonic()
+    with pytest.raises(redis_errors.TimeoutError, match="deadline"):
+        await RetryPolicy(deadline_seconds=0.2).call("load", hangs, observer)
+    assert time.monotonic() - started < 5.0, "bounded by the deadline, not by the attempt"
+    assert observer.retries[("load", "timeout")] == 1
