@@ -18,6 +18,7 @@ def get_session(request: Request) -> Session:
     session = request.scope.get("session")
     if not isinstance(session, Session):
         raise RuntimeError("sessionlib.SessionMiddleware is not installed on this app")
+    session.mark_accessed()  # as `request.session` does: the response varies on the cookie
     return session
 
 

@@ -93,6 +93,7 @@ def add_gateway_routes(app: FastAPI, cart: httpx.AsyncClient) -> None:
                 headers={"WWW-Authenticate": "Session"},
             )
         session.login(credentials.username)
+        session.expose_id()  # DESIGN §4: whatever the profile's expose_id_header says
         return UserOut(user=credentials.username)
 
     @app.get("/me", tags=["session"], responses=error_responses(401))

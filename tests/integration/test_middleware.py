@@ -1,6 +1,8 @@
 """`sessionlib.SessionMiddleware` behaves like Starlette's `SessionMiddleware`, keeps
 sessions in Redis, and turns store trouble into clear HTTP answers."""
 
+import asyncio
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -192,7 +194,7 @@ async def test_prod_style_cookie_flags(make_store):
     async with client(app) as c:
         cookie = (await c.post("/increment")).headers["set-cookie"]
         assert cookie.startswith("__Host-session=")
-        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert {"secure", "httponly", "samesite=strict"} <= set(cookie.lower().split("; "))
 
 
 def login_app(store: SessionStore) -> FastAPI:
@@ -260,3 +262,220 @@ async def test_starlette_keywords_apply_to_this_middleware_and_leave_a_shared_st
     assert middleware.store.redis is redis_store.redis, "one connection, not two"
     assert redis_store.settings.idle_timeout_seconds == 1800
     assert middleware.cookie.name == "sid" and redis_store.settings.cookie_name == "session"
+
+
+# -- the session id in a response header is a choice (issue 12, point 13) ---------------
+
+
+class Gate:
+    """Holds a request inside its handler (after its session loaded) until released."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.released = asyncio.Event()
+
+    async def hold(self) -> None:
+        self.entered.set()
+        await self.released.wait()
+
+
+def account_app(store: SessionStore, gate: Gate | None = None) -> FastAPI:
+    """Login, a cart of one attribute per item, clear(), and slow routes for two tabs."""
+    app = FastAPI()
+    app.add_middleware(sessionlib.SessionMiddleware, store=store)
+    held = gate or Gate()
+
+    @app.post("/login/{user}")
+    async def login(user: str, session: SessionDep):
+        session.login(user)
+
+    @app.post("/login-exposing-the-id/{user}")
+    async def login_exposing_the_id(user: str, session: SessionDep):
+        session.login(user)
+        session.expose_id()
+
+    @app.get("/me")
+    async def me(session: SessionDep):
+        return {"user": session.user, "attributes": dict(session)}
+
+    @app.post("/cart/{sku}")
+    async def add(sku: str, session: SessionDep):
+        session[f"cart:{sku}"] = 1
+
+    @app.delete("/cart/{sku}")
+    async def remove(sku: str, session: SessionDep):
+        del session[f"cart:{sku}"]
+
+    @app.post("/clear")
+    async def clear(session: SessionDep):
+        session.clear()
+
+    @app.post("/clear-then-write")
+    async def clear_then_write(session: SessionDep):
+        session.clear()
+        session["theme"] = "dark"
+
+    @app.post("/clear-then-login/{user}")
+    async def clear_then_login(user: str, session: SessionDep):
+        session.clear()
+        session.login(user)
+        session["theme"] = "dark"
+
+    @app.get("/slow/me")
+    async def slow_me(session: SessionDep):
+        user = session.user
+        await held.hold()
+        return {"user": user}
+
+    @app.post("/slow/cart/{sku}")
+    async def slow_add(sku: str, session: SessionDep):
+        await held.hold()
+        session[f"cart:{sku}"] = 1
+
+    return app
+
+
+async def test_when_requested_a_cookie_client_gets_its_new_id_only_in_the_cookie(make_store):
+    store = make_store(expose_id_header="when_requested")
+    async with client(account_app(store)) as browser:
+        response = await browser.post("/cart/book")
+    assert "session=" in response.headers["set-cookie"]
+    assert "x-session-id" not in response.headers
+
+
+@pytest.mark.parametrize("presented", ["", "an-unknown-id"])
+async def test_when_requested_a_client_that_sends_the_header_gets_its_new_id_in_it(
+    make_store, presented
+):
+    store = make_store(expose_id_header="when_requested")
+    async with client(account_app(store)) as service:
+        response = await service.post("/login/ann", headers={"X-Session-Id": presented})
+        issued = response.headers["x-session-id"]
+        me = await service.get("/me", headers={"X-Session-Id": issued})
+    assert me.json()["user"] == "ann"
+
+
+async def test_when_requested_a_header_client_gets_the_id_a_login_regenerates(make_store):
+    store = make_store(expose_id_header="when_requested")
+    old = await store.create({"k": 1})
+    async with client(account_app(store)) as service:
+        response = await service.post("/login/ann", headers={"X-Session-Id": old})
+    assert response.headers["x-session-id"] not in ("", old)
+
+
+async def test_never_sends_a_new_id_in_the_header_even_to_header_clients(make_store):
+    store = make_store(expose_id_header="never")
+    async with client(account_app(store)) as service:
+        response = await service.post("/login/ann", headers={"X-Session-Id": ""})
+    assert "x-session-id" not in response.headers and "set-cookie" in response.headers
+
+
+async def test_an_endpoint_that_exposes_the_id_sends_it_whatever_the_setting(make_store):
+    store = make_store(expose_id_header="never")
+    async with client(account_app(store)) as browser:
+        response = await browser.post("/login-exposing-the-id/ann")
+    issued = response.headers["x-session-id"]
+    assert response.headers["set-cookie"].startswith(f"session={issued};")
+
+
+# -- logout semantics (issue 12, point 4) ------------------------------------------------
+
+
+async def test_clear_logs_out_a_logged_in_session_without_attributes_everywhere(redis_store):
+    async with (
+        client(account_app(redis_store)) as browser,
+        client(account_app(redis_store)) as other_service,
+    ):
+        session_id = (await browser.post("/login/ann")).headers["x-session-id"]
+        cleared = await browser.post("/clear")
+        elsewhere = await other_service.get("/me", headers={"X-Session-Id": session_id})
+    assert "01 Jan 1970" in cleared.headers["set-cookie"]
+    assert elsewhere.json() == {"user": None, "attributes": {}}
+    assert await redis_store.sessions_of("ann") == []
+
+
+async def test_removing_the_last_attribute_of_a_logged_in_session_keeps_it_logged_in(
+    redis_store,
+):
+    async with client(account_app(redis_store)) as browser:
+        await browser.post("/login/ann")
+        await browser.post("/cart/book")
+        emptied = await browser.delete("/cart/book")
+        me = await browser.get("/me")
+    assert "01 Jan 1970" not in emptied.headers.get("set-cookie", "")
+    assert me.json() == {"user": "ann", "attributes": {}}
+    assert len(await redis_store.sessions_of("ann")) == 1
+
+
+async def test_clear_then_write_starts_a_new_anonymous_session_under_a_new_id(redis_store):
+    async with client(account_app(redis_store)) as browser:
+        old = (await browser.post("/login/ann")).headers["x-session-id"]
+        await browser.post("/cart/book")
+        response = await browser.post("/clear-then-write")
+        me = await browser.get("/me")
+        through_old = await browser.get("/me", headers={"X-Session-Id": old})
+    assert response.headers["x-session-id"] != old
+    assert me.json() == {"user": None, "attributes": {"theme": "dark"}}
+    assert through_old.json() == {"user": None, "attributes": {}}
+    assert await redis_store.sessions_of("ann") == []
+
+
+async def test_a_login_after_clear_gets_a_new_session_and_the_old_user_is_logged_out(
+    redis_store,
+):
+    async with client(account_app(redis_store)) as browser:
+        old = (await browser.post("/login/ann")).headers["x-session-id"]
+        await browser.post("/cart/book")
+        new = (await browser.post("/clear-then-login/bob")).headers["x-session-id"]
+        me = await browser.get("/me")
+    assert new != old and await redis_store.load(old) is None
+    assert me.json() == {"user": "bob", "attributes": {"theme": "dark"}}
+    assert await redis_store.sessions_of("ann") == []
+
+
+async def test_a_tab_reading_while_another_clears_does_not_keep_the_login(redis_store):
+    gate = Gate()
+    async with client(account_app(redis_store, gate)) as browser:
+        await browser.post("/login/ann")
+        reading = asyncio.create_task(browser.get("/slow/me"))
+        await gate.entered.wait()
+        await browser.post("/clear")
+        gate.released.set()
+        read = await reading
+        after = await browser.get("/me")
+    assert read.json() == {"user": "ann"}, "loaded before the logout"
+    assert "set-cookie" not in read.headers, "the old id is not handed back"
+    assert after.json() == {"user": None, "attributes": {}}
+    assert await redis_store.sessions_of("ann") == []
+
+
+async def test_a_tab_writing_while_another_clears_does_not_bring_the_session_back(
+    redis_store,
+):
+    gate = Gate()
+    async with client(account_app(redis_store, gate)) as browser:
+        old = (await browser.post("/login/ann")).headers["x-session-id"]
+        writing = asyncio.create_task(browser.post("/slow/cart/book"))
+        await gate.entered.wait()
+        await browser.post("/clear")
+        gate.released.set()
+        written = await writing
+    assert "01 Jan 1970" in written.headers["set-cookie"], "the browser drops the dead id"
+    assert await redis_store.load(old) is None
+    assert await redis_store.sessions_of("ann") == []
+
+
+async def test_a_tab_emptying_the_cart_while_another_adds_keeps_the_login_and_the_add(
+    redis_store,
+):
+    gate = Gate()
+    async with client(account_app(redis_store, gate)) as browser:
+        await browser.post("/login/ann")
+        await browser.post("/cart/book")
+        adding = asyncio.create_task(browser.post("/slow/cart/pen"))
+        await gate.entered.wait()
+        await browser.delete("/cart/book")
+        gate.released.set()
+        await adding
+        me = await browser.get("/me")
+    assert me.json() == {"user": "ann", "attributes": {"cart:pen": 1}}

@@ -91,7 +91,9 @@ async def test_a_missing_acl_permission_is_a_refusal_naming_the_user(redis_serve
     observer = RecordingObserver()
     store = standalone_store(redis_server.url, observer, username="app", password="pw")
     try:
-        with pytest.raises(SessionStoreRefused, match=r"refused user 'app'.*no permissions.*evalsha"):
+        with pytest.raises(
+            SessionStoreRefused, match=r"refused user 'app'.*no permissions.*evalsha"
+        ):
             await store.load(SOME_ID)
     finally:
         await store.close()
