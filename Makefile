@@ -6,10 +6,15 @@ VENV          := .venv
 PY            := $(VENV)/bin/python
 STAMP         := $(VENV)/.installed
 TOPOLOGY      := $(PY) -m deploy.local.topology
+# The oldest redis-py pyproject.toml allows, read from it so the two cannot drift apart.
+REDIS_FLOOR   := $(shell sed -n 's/.*"redis\[hiredis\]>=\([0-9.]*\).*/\1/p' pyproject.toml)
+VENV_MIN      := .venv-min
+PY_MIN        := $(VENV_MIN)/bin/python
+STAMP_MIN     := $(VENV_MIN)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-packages test test-unit test-integration test-helm test-compose \
-        up-ha down-ha ps-ha test-observability dashboard-png bench lint typecheck \
+        test-min-deps up-ha down-ha ps-ha test-observability dashboard-png bench lint typecheck \
         up-local down-local status-local demo clean
 
 help: ## list the targets
@@ -26,14 +31,26 @@ $(STAMP): pyproject.toml
 
 setup: system-packages $(STAMP) ## create .venv, install the project and Redis when missing
 
-test: setup lint typecheck ## everything CI runs: lint, types, unit, integration
+test: setup lint typecheck ## everything CI runs: lint, types, unit, integration, oldest redis-py
 	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(MAKE) --no-print-directory test-min-deps
 
 test-unit: setup ## fast iteration: unit tests only
 	$(PY) -m pytest -q tests/unit
 
 test-integration: setup ## tests against real Redis / Sentinel processes
 	$(PY) -m pytest -q tests/integration
+
+$(STAMP_MIN): pyproject.toml
+	@test -n "$(REDIS_FLOOR)" || { echo 'no "redis[hiredis]>=X" in pyproject.toml' >&2; exit 1; }
+	$(PYTHON_SYSTEM) -m venv $(VENV_MIN)
+	$(PY_MIN) -m pip install -q --upgrade pip
+	$(PY_MIN) -m pip install -q -e '.[dev]' 'redis[hiredis]==$(REDIS_FLOOR)'
+	@touch $(STAMP_MIN)
+
+test-min-deps: system-packages $(STAMP_MIN) ## unit and integration tests on the oldest redis-py pyproject allows
+	@mkdir -p .run
+	$(PY_MIN) -m pytest -q -p no:cacheprovider --basetemp=.run/pytest-min-deps tests/unit tests/integration
 
 test-compose: setup ## docker-compose.ha.yml for real: private dockerd, images built here, a failover
 	bash scripts/ensure-system-packages.sh --with-docker
@@ -78,8 +95,8 @@ down-local: setup ## stop everything up-local started
 status-local: setup ## where everything is and who is master
 	$(TOPOLOGY) status
 
-clean: down-local ## stop the topology and remove .run/ and .venv/
-	rm -rf .run $(VENV)
+clean: down-local ## stop the topology and remove .run/, .venv/ and .venv-min/
+	rm -rf .run $(VENV) $(VENV_MIN)
 
 .PHONY: chaos
 chaos: setup ## kill, pause and partition Redis under load (full profile); report in .run/chaos/

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -18,7 +19,13 @@ from redis.backoff import NoBackoff
 from sessionlib.config import RedisSettings
 from sessionlib.discovery import ConcurrentSentinel
 from sessionlib.errors import ConfigurationError
-from sessionlib.failover import Address, MasterVerifyingConnection, SentinelWatcher, format_address
+from sessionlib.failover import (
+    Address,
+    MasterVerifyingConnection,
+    MasterVerifyingSSLConnection,
+    SentinelWatcher,
+    format_address,
+)
 from sessionlib.observer import StoreObserver
 from sessionlib.replicas import ReplicaReader
 
@@ -28,28 +35,38 @@ def _no_retries() -> Retry:
 
 
 def _tls_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    """redis-py's TLS keywords for a `Redis(...)` client (sentinels, replicas, watcher)."""
     tls = settings.tls
     if not tls.enabled:
         return {}
+    return {"ssl": True, **_ssl_connection_kwargs(settings)}
+
+
+def _ssl_connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    """The keywords an `SSLConnection` takes: a connection class has no `ssl` switch."""
+    tls = settings.tls
     return {
-        "ssl": True,
         "ssl_ca_certs": str(tls.ca_file) if tls.ca_file else None,
         "ssl_certfile": str(tls.cert_file) if tls.cert_file else None,
         "ssl_keyfile": str(tls.key_file) if tls.key_file else None,
         "ssl_check_hostname": tls.verify_hostname,
+        "ssl_cert_reqs": "required",
     }
 
 
 def _connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
-    return {
+    """Keywords for the data connections, as a connection class (not a client) takes them."""
+    kwargs: dict[str, Any] = {
         "username": settings.username,
         "password": settings.password.get_secret_value() if settings.password else None,
         "socket_timeout": settings.socket_timeout_seconds,
         "socket_connect_timeout": settings.connect_timeout_seconds,
         "retry": _no_retries(),
         "decode_responses": False,
-        **_tls_kwargs(settings),
     }
+    if settings.tls.enabled:
+        kwargs.update(_ssl_connection_kwargs(settings))
+    return kwargs
 
 
 def create_sentinel(settings: RedisSettings) -> ConcurrentSentinel:
@@ -75,18 +92,22 @@ def create_sentinel(settings: RedisSettings) -> ConcurrentSentinel:
 def create_redis(settings: RedisSettings) -> Redis:
     """The client the session store talks through, for any supported topology."""
     if settings.mode == "standalone":
-        return Redis.from_url(
-            settings.url,
-            max_connections=settings.max_connections,
-            **{k: v for k, v in _connection_kwargs(settings).items() if v is not None},
+        kwargs = {k: v for k, v in _connection_kwargs(settings).items() if v is not None}
+        if settings.tls.enabled:
+            kwargs["connection_class"] = SSLConnection  # also for a redis:// URL
+        pool = ConnectionPool.from_url(
+            settings.url, max_connections=settings.max_connections, **kwargs
         )
+        return Redis(connection_pool=pool)
     if settings.mode == "sentinel":
         sentinel = create_sentinel(settings)
         master: Redis = sentinel.master_for(
             settings.master_name,
             db=settings.db,
             max_connections=settings.max_connections,
-            connection_class=MasterVerifyingConnection,
+            connection_class=(
+                MasterVerifyingSSLConnection if settings.tls.enabled else MasterVerifyingConnection
+            ),
         )
         return master
     raise ConfigurationError(
@@ -102,7 +123,7 @@ def read_replicas(redis: Redis, settings: RedisSettings) -> ReplicaReader | None
     return ReplicaReader(
         pool.sentinel_manager,
         settings.master_name,
-        {**_connection_kwargs(settings), "db": settings.db},
+        {**_connection_kwargs(settings), **_tls_kwargs(settings), "db": settings.db},
         timeout_seconds=settings.socket_timeout_seconds,
     )
 

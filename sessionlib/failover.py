@@ -14,6 +14,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 log = logging.getLogger("sessionlib.failover")
@@ -29,8 +30,10 @@ class MasterVerifyingConnection(SentinelManagedConnection):
     """A Sentinel-managed connection that refuses to serve unless the node says it is
     the master: Sentinel's answer can lag behind a demotion by a moment."""
 
-    async def on_connect_check_health(self, check_health: bool = True) -> None:
-        await super().on_connect_check_health(check_health)
+    # `connect_to` is the one hook every supported redis-py (5.2 to 7.x) runs for each
+    # new Sentinel-managed connection; `on_connect_check_health` only exists from 6.0.
+    async def connect_to(self, address: Address) -> None:
+        await super().connect_to(address)  # type: ignore[no-untyped-call]
         if not self.connection_pool.is_master:
             return
         await self.send_command("ROLE")
@@ -41,6 +44,10 @@ class MasterVerifyingConnection(SentinelManagedConnection):
         raise redis_errors.ConnectionError(
             f"{self.host}:{self.port} is not a master (ROLE says {role[0]!r})"
         )
+
+
+class MasterVerifyingSSLConnection(MasterVerifyingConnection, SSLConnection):
+    """The same check over TLS (redis-py's `SentinelManagedSSLConnection`, verified)."""
 
 
 class SentinelWatcher:
@@ -102,15 +109,26 @@ class SentinelWatcher:
         self._tasks.clear()
         self._refresher = None
 
+    def forget_loop(self) -> None:
+        """Drop tasks of an event loop that is gone; the next store call starts anew."""
+        self._tasks.clear()
+        self._refresher = None
+        self._switched = None
+        self.current = None
+
     async def switch_to(self, address: Address) -> None:
         """Point the pool at `address` and drop every connection to the old master,
         in use or idle: commands in flight fail fast and are retried on the new one."""
         if address == self.current:
             return
+        learning = self.current is None and self._pool.master_address in (None, address)
         self.current = address
         self._pool.master_address = address
-        with contextlib.suppress(Exception):
-            await self._pool.disconnect(inuse_connections=True)
+        if not learning:
+            # On the first answer, connections made meanwhile already go to `address`:
+            # cutting them would break a command in flight (start-up's script load).
+            with contextlib.suppress(Exception):
+                await self._pool.disconnect(inuse_connections=True)
         self._on_master(address)
         if self._switched is not None:
             # Wake every retry napping in its backoff; later naps wait for the next switch.

@@ -28,6 +28,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sessionlib.observer import STORE_OPERATIONS
+from sessionlib.resilience import RETRY_REASONS
+
 # Store calls take well under a millisecond on a healthy local Redis and up to the retry
 # deadline (seconds) during a failover; the buckets span both.
 OPERATION_BUCKETS = (
@@ -51,8 +54,9 @@ SESSION_SIZE_BUCKETS = (128, 512, 1024, 4096, 16384, 65536, 262144, 1048576)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # Series that exist (at 0) from the start, so rate() and absent() work before the first
-# event. Labels may still take other values later.
-KNOWN_OPERATIONS = ("load", "save", "create", "regenerate", "delete", "ping")
+# event: every operation (STORE_OPERATIONS) with each outcome below and each retry reason
+# (RETRY_REASONS), and every destroy reason. Labels may still take other values later.
+
 # The outcomes SessionStore reports: unavailable (retries exhausted, no master) is what a
 # failover produces, so its series must exist before one for increase() to see the first.
 KNOWN_OUTCOMES = ("success", "error", "unavailable")
@@ -131,10 +135,12 @@ class _StoreCollectors:
             registry=registry,
         )
         self.master: str | None = None
-        for operation in KNOWN_OPERATIONS:
+        for operation in STORE_OPERATIONS:
             self.duration.labels(operation)
             for outcome in KNOWN_OUTCOMES:
                 self.operations.labels(operation, outcome)
+            for reason in RETRY_REASONS:
+                self.retries.labels(operation, reason)
         for reason in KNOWN_DESTROY_REASONS:
             self.destroyed.labels(reason)
 

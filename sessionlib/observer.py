@@ -7,6 +7,23 @@ from __future__ import annotations
 
 from typing import Protocol
 
+# Every `operation` label the store reports (its `_call` names), so observers can make
+# their series before the first call. A new store operation belongs here too.
+STORE_OPERATIONS = (
+    "load",
+    "load_stale",
+    "save",
+    "create",
+    "regenerate",
+    "mark_moved",
+    "evict",
+    "delete",
+    "sessions_of",
+    "revoke",
+    "load_scripts",
+    "ping",
+)
+
 
 class StoreObserver(Protocol):
     def operation(self, operation: str, outcome: str, seconds: float) -> None: ...

@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+from redis import exceptions as redis_errors
 
 from sessionlib.config import load_settings
 from sessionlib.errors import DurabilityShortfall, SessionStoreUnavailable
@@ -128,6 +129,25 @@ async def test_a_connection_to_a_node_that_is_not_master_is_refused(shared_topol
     try:
         with pytest.raises(SessionStoreUnavailable, match="not a master"):
             await store.create({})
+    finally:
+        await store.close()
+
+
+async def test_a_read_from_a_replica_that_sentinel_names_as_master_is_refused(shared_topology):
+    # A replica answers reads without complaint: only the ROLE check on connect stops a
+    # client from serving stale sessions from it, so this fails when that check is skipped.
+    store = sentinel_store(shared_topology)
+    replica = next(
+        n for n in shared_topology.redis_nodes if n.address != shared_topology.master_address()
+    )
+
+    async def sentinel_names_a_replica():
+        return replica.host, replica.port
+
+    store.redis.connection_pool.get_master_address = sentinel_names_a_replica
+    try:
+        with pytest.raises(redis_errors.ConnectionError, match="is not a master"):
+            await store.redis.get(store.session_key("any"))
     finally:
         await store.close()
 

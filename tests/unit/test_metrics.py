@@ -1,6 +1,9 @@
 """The Prometheus metrics: exactly the contract names of DESIGN §5, low-cardinality labels,
 HTTP metrics by route template, and the `/metrics` response."""
 
+import ast
+from pathlib import Path
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -9,13 +12,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import sessionlib
 from sessionlib.metrics import (
     HttpMetricsMiddleware,
     StoreMetrics,
     metrics_response,
     service_registry,
 )
-from sessionlib.observer import StoreObserver
+from sessionlib.observer import STORE_OPERATIONS, StoreObserver
+from sessionlib.resilience import RETRY_REASONS
 
 CONTRACT = {
     "sessionlib_store_operations_total": ("counter", {"operation", "outcome"}),
@@ -84,6 +89,52 @@ def test_unavailable_operations_are_counted_from_zero_so_a_first_failover_shows_
     for operation in ("load", "save"):
         unavailable = {"operation": operation, "outcome": "unavailable"}
         assert sample(registry, "sessionlib_store_operations_total", **unavailable) == 0
+
+
+def test_every_retry_series_exists_at_zero_so_a_dashboard_has_data_before_the_first_retry():
+    registry = CollectorRegistry()
+    StoreMetrics(registry)
+    for operation in STORE_OPERATIONS:
+        for reason in RETRY_REASONS:
+            retried = {"operation": operation, "reason": reason}
+            assert sample(registry, "sessionlib_store_retries_total", **retried) == 0
+
+
+def operations_the_store_runs() -> set[str]:
+    """The names `store.py` passes to `_call`: literals, or the literals assigned in the
+    same function to the variable it passes (a name that arrives as a parameter is not
+    followed)."""
+    tree = ast.parse((Path(sessionlib.__file__).parent / "store.py").read_text())
+    names: set[str] = set()
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.AsyncFunctionDef | ast.FunctionDef):
+            continue
+        for call in ast.walk(function):
+            if not (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "_call"
+                and call.args
+            ):
+                continue
+            name = call.args[0]
+            if isinstance(name, ast.Name):
+                values = [
+                    node.value
+                    for assign in ast.walk(function)
+                    if isinstance(assign, ast.Assign)
+                    and any(isinstance(t, ast.Name) and t.id == name.id for t in assign.targets)
+                    for node in ast.walk(assign.value)
+                    if isinstance(node, ast.Constant)
+                ]
+            else:
+                values = [name.value] if isinstance(name, ast.Constant) else []
+            names.update(v for v in values if isinstance(v, str))
+    return names
+
+
+def test_every_operation_the_store_runs_is_a_known_operation_with_series_from_the_start():
+    assert operations_the_store_runs() <= set(STORE_OPERATIONS)
 
 
 def test_observations_land_in_the_right_series():
