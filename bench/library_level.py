@@ -1,25 +1,33 @@
 """Library level: `SessionStore.load`/`save` against raw redis-py doing the minimum (HGETALL;
 HSET + PEXPIRE in one pipeline), same client settings, rounds interleaved A B, B A, ...
+
+The same store with encryption at rest on runs in the same rounds, and its cost is a ratio
+to plain sessionlib, round by round.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from pydantic import SecretStr
+
 from bench.machine import process_cpu_seconds
 from bench.plan import Plan
-from bench.stats import Sample, compare, percentile
+from bench.stats import Sample, Spread, compare, percentile
 from bench.workload import CHANGED, changed, changed_value, session_attributes
-from sessionlib.config import RedisSettings
+from sessionlib.config import EncryptionSettings, RedisSettings, SessionSettings
 from sessionlib.connection import create_redis
 from sessionlib.store import SessionStore
 
 SESSIONLIB = "sessionlib"
+ENCRYPTED = "sessionlib + encryption"
 RAW = "redis-py"
 
 Operation = Callable[[int], Awaitable[object]]  # one call by worker `index`
@@ -76,6 +84,9 @@ async def run(redis_url: str, redis_pid: int, plan: Plan) -> dict[str, Any]:
     workers = max(plan.library_concurrency)
     settings = RedisSettings(url=redis_url, max_connections=workers)
     store = SessionStore(create_redis(settings))
+    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    encryption = EncryptionSettings(enabled=True, keys=[SecretStr(key)])
+    sealing = SessionStore(create_redis(settings), SessionSettings(encryption=encryption))
     raw = create_redis(settings)
     try:
         await store.load_scripts()
@@ -83,7 +94,9 @@ async def run(redis_url: str, redis_pid: int, plan: Plan) -> dict[str, Any]:
         # Each worker has a session of its own per variant, all in sessionlib's layout.
         ids = [await store.create(attributes) for _ in range(workers)]
         loaded = [snapshot for sid in ids if (snapshot := await store.load(sid))]
-        if len(loaded) != workers:
+        sealed_ids = [await sealing.create(attributes) for _ in range(workers)]
+        sealed = [snapshot for sid in sealed_ids if (snapshot := await sealing.load(sid))]
+        if len(loaded) != workers or len(sealed) != workers:
             raise RuntimeError("sessions just created could not be loaded")
         raw_keys = [store.session_key(await store.create(attributes)) for _ in range(workers)]
         ttl_ms = store.settings.idle_timeout_seconds * 1000
@@ -92,11 +105,17 @@ async def run(redis_url: str, redis_pid: int, plan: Plan) -> dict[str, Any]:
         async def sessionlib_load(index: int) -> None:
             await store.load(ids[index])
 
+        async def encrypted_load(index: int) -> None:
+            await sealing.load(sealed_ids[index])
+
         async def raw_load(index: int) -> None:
             await raw.hgetall(raw_keys[index])
 
         async def sessionlib_save(index: int) -> None:
             await store.save(loaded[index], changed(attributes, next(counter)))
+
+        async def encrypted_save(index: int) -> None:
+            await sealing.save(sealed[index], changed(attributes, next(counter)))
 
         async def raw_save(index: int) -> None:
             pipe = raw.pipeline(transaction=False)
@@ -105,16 +124,21 @@ async def run(redis_url: str, redis_pid: int, plan: Plan) -> dict[str, Any]:
             await pipe.execute()
 
         operations = {
-            "load": {SESSIONLIB: sessionlib_load, RAW: raw_load},
-            "save": {SESSIONLIB: sessionlib_save, RAW: raw_save},
+            "load": {SESSIONLIB: sessionlib_load, ENCRYPTED: encrypted_load, RAW: raw_load},
+            "save": {SESSIONLIB: sessionlib_save, ENCRYPTED: encrypted_save, RAW: raw_save},
         }
         results: dict[str, Any] = {}
         for name, variants in operations.items():
             results[name] = {}
             for concurrency in plan.library_concurrency:
                 rounds = await interleaved(variants, concurrency, plan, redis_pid)
-                results[name][str(concurrency)] = compare(rounds, RAW)
+                comparison = compare(rounds, RAW)
+                per_round = zip(rounds[ENCRYPTED], rounds[SESSIONLIB], strict=True)
+                cost = Spread.of([e.rate / p.rate for e, p in per_round]).to_json()
+                comparison["variants"][ENCRYPTED]["ratio_to_sessionlib"] = cost
+                results[name][str(concurrency)] = comparison
         return results
     finally:
         await store.close()
+        await sealing.close()
         await raw.aclose()

@@ -65,6 +65,24 @@ def _library(record: dict[str, Any]) -> list[str]:
     return _table(header, rows, text_columns=2)
 
 
+def _encryption_cost(record: dict[str, Any]) -> list[str]:
+    """The ops/s of the store with encryption at rest over the plain store's, same rounds."""
+    parts = [
+        f"{operation} at concurrency {concurrency} {_spread(figures['ratio_to_sessionlib'], _two)}"
+        for operation, by_concurrency in record["library"].items()
+        for concurrency, comparison in by_concurrency.items()
+        for figures in comparison["variants"].values()
+        if "ratio_to_sessionlib" in figures
+    ]
+    if not parts:  # a record from before the encrypted variant was measured
+        return []
+    return [
+        "",
+        "Encryption at rest (AES-256-GCM per attribute), ops/s of sessionlib + encryption over "
+        "sessionlib, round by round: " + "; ".join(parts) + ".",
+    ]
+
+
 def _http(record: dict[str, Any]) -> list[str]:
     rows = []
     for mix, comparison in record["http"].items():
@@ -169,6 +187,7 @@ def render(record: dict[str, Any]) -> str:
         f"{record['plan']['library_seconds']:g} s per round:",
         "",
         *_library(record),
+        *_encryption_cost(record),
         "",
         "HTTP level, FastAPI on uvicorn (one worker), wrk on loopback, "
         f"{record['plan']['http_connections']} connections, {record['plan']['http_seconds']} s "

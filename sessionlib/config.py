@@ -36,6 +36,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from sessionlib.encryption import decode_key
 from sessionlib.errors import ConfigurationError
 
 Profile = Literal["dev", "prod"]
@@ -62,9 +63,19 @@ class TLSSettings(_Strict):
 
     enabled: bool = False
     ca_file: Path | None = None
-    cert_file: Path | None = None
+    cert_file: Path | None = Field(default=None, description="client certificate (mutual TLS)")
     key_file: Path | None = None
     verify_hostname: bool = True
+    allow_plaintext: bool = Field(
+        default=False,
+        description="let `prod` talk to Redis without TLS (a private network you trust)",
+    )
+
+    @model_validator(mode="after")
+    def _client_certificate_is_whole(self) -> TLSSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("redis.tls.cert_file and redis.tls.key_file go together")
+        return self
 
 
 class RetrySettings(_Strict):
@@ -122,6 +133,11 @@ class RedisSettings(_Strict):
             )
         return self
 
+    @property
+    def uses_tls(self) -> bool:
+        """TLS towards Redis: switched on, or asked for by a `rediss://` URL."""
+        return self.tls.enabled or (self.mode == "standalone" and self.url.startswith("rediss:"))
+
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         return [(h, int(p)) for h, _, p in (a.rpartition(":") for a in self.sentinels)]
 
@@ -134,8 +150,55 @@ class DurabilitySettings(_Strict):
     on_shortfall: Literal["fail", "accept"] = "accept"
 
 
+class EncryptionSettings(_Strict):
+    """Encryption at rest of attribute values (AES-256-GCM); metadata stays plain.
+
+    The first key seals, every key opens: rotate by prepending a new key, drop the old
+    one once no live session holds values it sealed (after the absolute timeout).
+    """
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    enabled: bool = Field(default=False, description="seal attribute values written from now on")
+    keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="32 random bytes each, base64url; values sealed under any key still "
+        "open while encryption is off, so keep the keys until old values are gone",
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_are_32_bytes(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for number, key in enumerate(keys, start=1):
+            try:
+                decode_key(key.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(
+                    f"key {number} of {len(keys)} {exc}; each key is 32 random bytes, "
+                    f"base64url-encoded, in a JSON list in "
+                    f"{env_variable('session.encryption.keys')}"
+                ) from None
+        return keys
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> EncryptionSettings:
+        if self.enabled and not self.keys:
+            raise ValueError(
+                f"session.encryption.enabled ({env_variable('session.encryption.enabled')}) "
+                f"needs at least one key in {env_variable('session.encryption.keys')}, "
+                "a JSON list of base64url-encoded 32-byte keys"
+            )
+        return self
+
+    def key_bytes(self) -> list[bytes]:
+        return [decode_key(key.get_secret_value()) for key in self.keys]
+
+
 class SessionSettings(_Strict):
     """How sessions are identified, kept alive and bounded."""
+
+    # Signing and encryption keys live here: a ValidationError must not print them.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     key_prefix: str = Field(default="sessionlib", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     cookie_name: str = Field(default="session", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -173,6 +236,7 @@ class SessionSettings(_Strict):
         "instead of 'no session', so a slow request on it never clears the new cookie",
     )
     durability: DurabilitySettings = Field(default_factory=DurabilitySettings)
+    encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
 
     @model_validator(mode="after")
     def _coherent(self) -> SessionSettings:
@@ -210,7 +274,10 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        hide_input_in_errors=True,  # passwords and keys never reach an error message
     )
 
     profile: Profile = "dev"
@@ -259,7 +326,12 @@ def insecure_settings(settings: Settings) -> list[str]:
             "redis.sentinel_password must be set in sentinel mode "
             "(SESSIONLIB_REDIS__SENTINEL_PASSWORD)"
         )
-    if r.tls.enabled and not r.tls.verify_hostname:
+    if not r.uses_tls and not r.tls.allow_plaintext:
+        problems.append(
+            "redis.tls.enabled must be true, or plaintext allowed on purpose "
+            "(SESSIONLIB_REDIS__TLS__ENABLED, or SESSIONLIB_REDIS__TLS__ALLOW_PLAINTEXT)"
+        )
+    if r.uses_tls and not r.tls.verify_hostname:
         problems.append(
             "redis.tls.verify_hostname must be true (SESSIONLIB_REDIS__TLS__VERIFY_HOSTNAME)"
         )

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -27,6 +26,7 @@ from sessionlib.failover import (
     format_address,
 )
 from sessionlib.observer import StoreObserver
+from sessionlib.refusals import DetectsProtocolMismatch, DetectsProtocolMismatchTLS
 from sessionlib.replicas import ReplicaReader
 
 
@@ -36,8 +36,7 @@ def _no_retries() -> Retry:
 
 def _tls_kwargs(settings: RedisSettings) -> dict[str, Any]:
     """redis-py's TLS keywords for a `Redis(...)` client (sentinels, replicas, watcher)."""
-    tls = settings.tls
-    if not tls.enabled:
+    if not settings.uses_tls:
         return {}
     return {"ssl": True, **_ssl_connection_kwargs(settings)}
 
@@ -64,7 +63,7 @@ def _connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
         "retry": _no_retries(),
         "decode_responses": False,
     }
-    if settings.tls.enabled:
+    if settings.uses_tls:
         kwargs.update(_ssl_connection_kwargs(settings))
     return kwargs
 
@@ -81,20 +80,27 @@ def create_sentinel(settings: RedisSettings) -> ConcurrentSentinel:
     if settings.sentinel_password is not None:
         sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
         sentinel_kwargs["username"] = settings.sentinel_username
-    return ConcurrentSentinel(
+    sentinel = ConcurrentSentinel(
         settings.sentinel_addresses(),
         discovery_timeout_seconds=settings.connect_timeout_seconds,
         sentinel_kwargs=sentinel_kwargs,
         **_connection_kwargs(settings),
     )
+    # A client takes no connection class; its pool does.
+    checked = DetectsProtocolMismatchTLS if settings.uses_tls else DetectsProtocolMismatch
+    for client in sentinel.sentinels:
+        client.connection_pool.connection_class = checked
+    return sentinel
 
 
 def create_redis(settings: RedisSettings) -> Redis:
     """The client the session store talks through, for any supported topology."""
     if settings.mode == "standalone":
         kwargs = {k: v for k, v in _connection_kwargs(settings).items() if v is not None}
-        if settings.tls.enabled:
-            kwargs["connection_class"] = SSLConnection  # also for a redis:// URL
+        # The class decides TLS, also for a redis:// URL.
+        kwargs["connection_class"] = (
+            DetectsProtocolMismatchTLS if settings.uses_tls else DetectsProtocolMismatch
+        )
         pool = ConnectionPool.from_url(
             settings.url, max_connections=settings.max_connections, **kwargs
         )
@@ -106,7 +112,7 @@ def create_redis(settings: RedisSettings) -> Redis:
             db=settings.db,
             max_connections=settings.max_connections,
             connection_class=(
-                MasterVerifyingSSLConnection if settings.tls.enabled else MasterVerifyingConnection
+                MasterVerifyingSSLConnection if settings.uses_tls else MasterVerifyingConnection
             ),
         )
         return master

@@ -16,19 +16,9 @@ from redis.asyncio import Redis
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 
 from sessionlib.errors import SessionStoreRefused
+from sessionlib.refusals import describe_refusal, fix_for, is_refusal
 
 Address = tuple[str, int]
-
-
-def describe_refusal(exc: BaseException, where: str, user: str | None, fix: str) -> str:
-    """One readable line for a refusal: who refused whom, why, and what to change."""
-    reason = str(exc).strip() or type(exc).__name__
-    return f"{where} refused user {user or 'default'!r}: {reason} (check {fix})"
-
-
-def is_refusal(exc: BaseException) -> bool:
-    """Whether Redis answered with a refusal that retrying cannot change."""
-    return isinstance(exc, redis_errors.AuthenticationError | redis_errors.NoPermissionError)
 
 
 class ConcurrentSentinel(Sentinel):
@@ -80,12 +70,7 @@ class ConcurrentSentinel(Sentinel):
             if is_refusal(exc):
                 user = client.connection_pool.connection_kwargs.get("username")
                 raise SessionStoreRefused(
-                    describe_refusal(
-                        exc,
-                        f"sentinel {where}",
-                        user,
-                        "SESSIONLIB_REDIS__SENTINEL_USERNAME / SESSIONLIB_REDIS__SENTINEL_PASSWORD",
-                    )
+                    describe_refusal(exc, f"sentinel {where}", user, fix_for(exc, sentinel=True))
                 ) from None
             raise redis_errors.ConnectionError(f"sentinel {where}: {exc}") from None
         state = masters.get(service_name)

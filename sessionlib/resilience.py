@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -25,8 +24,8 @@ from tenacity import (
 )
 
 from sessionlib.config import RetrySettings
-from sessionlib.discovery import is_refusal
 from sessionlib.observer import StoreObserver
+from sessionlib.refusals import is_refusal
 
 T = TypeVar("T")
 
@@ -66,7 +65,7 @@ WRONG_NODE_REASONS = frozenset({"no_master", "readonly", "timeout", "connection"
 def retry_reason(exc: BaseException) -> str | None:
     """The metric label for a retryable error, or None when retrying cannot help
     (a refusal: wrong credentials, a missing permission, a refused certificate)."""
-    if is_refusal(exc) or is_tls_refusal(exc):
+    if is_refusal(exc):
         return None
     for error_class, reason in _RETRYABLE_ERRORS:
         if isinstance(exc, error_class):
@@ -79,16 +78,6 @@ def retry_reason(exc: BaseException) -> str | None:
             if reply in words:
                 return reason
     return None
-
-
-def is_tls_refusal(exc: BaseException) -> bool:
-    """A certificate or handshake refusal: the same answer on every attempt."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,6 @@ def encode_value(attribute: str, value: Any) -> str:
         ) from None
 
 
-def decode_value(raw: bytes) -> Any:
+def decode_value(raw: bytes | str) -> Any:
     """Parse a stored value; raises ValueError for bytes that are not UTF-8 JSON."""
-    return json.loads(raw.decode())
+    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)

@@ -1,7 +1,8 @@
 """The session repository: one Redis hash per session, written as deltas.
 
 Key layout (contract): `{prefix}:s:{<sid>}` holds metadata fields (`_created`,
-`_accessed`, `_idle`, `_abs`, `_ver`, `_user`) and one JSON field per attribute;
+`_accessed`, `_idle`, `_abs`, `_ver`, `_user`) and one JSON field per attribute (sealed
+by `sessionlib.encryption` when encryption at rest is on);
 `{prefix}:u:{<user>}` is a sorted set of the user's session ids by absolute expiry.
 """
 
@@ -20,7 +21,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from sessionlib.config import SessionSettings, Settings
+from sessionlib.config import SessionSettings, Settings, env_variable
 from sessionlib.connection import (
     EventLoopBinding,
     create_redis,
@@ -28,7 +29,7 @@ from sessionlib.connection import (
     read_replicas,
     watch_master,
 )
-from sessionlib.discovery import describe_refusal
+from sessionlib.encryption import AttributeCipher, UnreadableValue, is_sealed
 from sessionlib.errors import (
     DurabilityShortfall,
     SessionDataError,
@@ -41,8 +42,9 @@ from sessionlib.errors import (
 from sessionlib.failover import SentinelWatcher
 from sessionlib.ids import new_raw_id, redact
 from sessionlib.observer import NullObserver, StoreObserver
+from sessionlib.refusals import describe_refusal, fix_for, is_refusal
 from sessionlib.replicas import ReplicaReader
-from sessionlib.resilience import RetryPolicy, is_tls_refusal, retry_reason
+from sessionlib.resilience import RetryPolicy, retry_reason
 from sessionlib.scripts import LuaScript, Step, run_pipeline
 from sessionlib.serialization import attribute_for, decode_value, encode_value, field_for
 
@@ -73,16 +75,20 @@ class StoredSession:
     version: int
     ttl_refreshed: bool
     stale: bool = False
+    # The JSON text of each attribute stored sealed: a save compares with it, since a
+    # fresh seal of the same value never equals the stored one (random nonce).
+    opened: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
 class Delta:
-    """The fields a save writes and removes, and the session's size afterwards."""
+    """The fields a save writes (as JSON, before any sealing) and removes, and the
+    session's size afterwards (of the JSON: limits apply to plaintext)."""
 
     to_set: dict[str, str]
     to_remove: list[str]
     size_bytes: int
-    encoded: dict[str, str]  # every attribute by name, as stored afterwards
+    encoded: dict[str, str]  # every attribute by name, as JSON
 
     def __bool__(self) -> bool:
         return bool(self.to_set or self.to_remove)
@@ -137,6 +143,11 @@ class SessionStore:
         forget = [h.forget_loop for h in (watcher, replicas) if h is not None]
         self._loop_binding = EventLoopBinding(redis, forget)
         self._replicas_checked = False
+        encryption = self.settings.encryption
+        # With keys but not enabled, sealed values still open: encryption can be
+        # switched off without losing what was sealed.
+        self._cipher = AttributeCipher(encryption.key_bytes()) if encryption.keys else None
+        self._sealing = encryption.enabled
 
     @classmethod
     def from_settings(
@@ -252,7 +263,9 @@ class SessionStore:
     ) -> StoredSession:
         meta: dict[str, str] = {}
         stored: dict[str, str] = {}
+        opened: dict[str, str] = {}
         attributes: dict[str, Any] = {}
+        unreadable: list[str] = []
         for name_raw, value_raw in zip(flat[::2], flat[1::2], strict=True):
             name, value = _text(name_raw), value_raw.decode(errors="replace")
             attribute = attribute_for(name)
@@ -261,14 +274,22 @@ class SessionStore:
                 continue
             stored[attribute] = value
             try:
-                attributes[attribute] = decode_value(value_raw)
+                if is_sealed(value):
+                    opened[attribute] = self._open(session_id, attribute, value)
+                    attributes[attribute] = decode_value(opened[attribute])
+                else:
+                    attributes[attribute] = decode_value(value_raw)
+            except UnreadableValue as exc:
+                unreadable.append(f"{attribute!r}: {exc}")
             except ValueError:
-                # Kept in stored_fields so a save does not delete what it cannot read.
-                log.warning(
-                    "session %s: attribute %r is not JSON; left untouched",
-                    redact(session_id),
-                    attribute,
-                )
+                unreadable.append(f"{attribute!r}: not JSON")
+        if unreadable:
+            # Kept in stored_fields so a save does not delete what it cannot read.
+            log.warning(
+                "session %s: attributes left untouched (not served, kept by saves): %s",
+                redact(session_id),
+                "; ".join(unreadable),
+            )
         return StoredSession(
             id=session_id,
             attributes=attributes,
@@ -279,7 +300,27 @@ class SessionStore:
             version=int(meta.get("_ver", "0")),
             ttl_refreshed=ttl_refreshed,
             stale=stale,
+            opened=opened,
         )
+
+    def _open(self, session_id: str, attribute: str, stored: str) -> str:
+        """The JSON text of a sealed value (the one place values are opened)."""
+        if self._cipher is None:
+            variable = env_variable("session.encryption.keys")
+            raise UnreadableValue(f"the value is encrypted and no keys are configured ({variable})")
+        return self._cipher.open(session_id, attribute, stored)
+
+    def _stored_form(self, session_id: str, json_fields: dict[str, str]) -> dict[str, str]:
+        """Fields as written to Redis: each attribute's JSON sealed for `session_id` when
+        encryption is on (the one place values are sealed), else as it is."""
+        if self._cipher is None or not self._sealing:
+            return json_fields
+        sealed: dict[str, str] = {}
+        for name, text in json_fields.items():
+            attribute = attribute_for(name)
+            assert attribute is not None  # only attribute fields are ever written
+            sealed[name] = self._cipher.seal(session_id, attribute, text)
+        return sealed
 
     # -- writing ------------------------------------------------------------------------
 
@@ -289,6 +330,7 @@ class SessionStore:
         if len(attributes) > limits.max_attributes:
             raise SessionTooLarge("attribute count", len(attributes), limits.max_attributes)
         before = loaded.stored_fields if loaded else {}
+        opened = loaded.opened if loaded else {}
         unreadable = set(before) - set(loaded.attributes) if loaded else set()
         to_set: dict[str, str] = {}
         encoded_all: dict[str, str] = {}
@@ -303,7 +345,7 @@ class SessionStore:
                     f"session attribute {name!r} (bytes)", value_size, limits.max_attribute_bytes
                 )
             size += value_size + len(name.encode())
-            if before.get(name) != encoded:
+            if opened.get(name, before.get(name)) != encoded:
                 to_set[field_for(name)] = encoded
         for name in unreadable - set(attributes):
             size += len(before[name].encode()) + len(name.encode())
@@ -321,7 +363,7 @@ class SessionStore:
             return SaveResult(written=False)
         remember_ms = int(self.retry.deadline_seconds * 1000) + 1000
         args: list[str | int] = [secrets.token_urlsafe(6), remember_ms, len(delta.to_set)]
-        for name, value in delta.to_set.items():
+        for name, value in self._stored_form(loaded.id, delta.to_set).items():
             args += [name, value]
         args += delta.to_remove
         key = self.session_key(loaded.id)
@@ -369,6 +411,7 @@ class SessionStore:
         changes = self.delta(previous, attributes)
         new_id = new_raw_id()
         carried: dict[str, str] = {}
+        kept: dict[str, str] = {}
         created_ms: int | str = ""
         expiry_ms: int | str = ""
         replaced_owner: str | None = None
@@ -379,12 +422,14 @@ class SessionStore:
             if current is not None:
                 replaced_owner = current.user
                 if user is None or current.user in (None, user):
-                    carried = {field_for(n): v for n, v in current.stored_fields.items()}
+                    carried, kept = self._carried(current)
                 if not restart_lifetime:
                     created_ms, expiry_ms = current.created_ms, current.absolute_expiry_ms
         owner = user if user is not None else replaced_owner
-        fields = {f: v for f, v in carried.items() if f not in changes.to_remove}
-        fields.update(changes.to_set)
+        json_fields = {f: v for f, v in carried.items() if f not in changes.to_remove}
+        json_fields.update(changes.to_set)
+        kept = {f: v for f, v in kept.items() if f not in changes.to_remove | json_fields.keys()}
+        fields = {**kept, **self._stored_form(new_id, json_fields)}
 
         absolute = self.settings.absolute_timeout_seconds
         create_args: list[str | int] = [
@@ -411,16 +456,42 @@ class SessionStore:
         if expiry == 0:
             raise SessionError("could not create a session with a zero lifetime")
         self.observer.session_created()
-        if replaced_owner is not None or carried:
+        if replaced_owner is not None or carried or kept:
             self.observer.session_destroyed("regenerated")
         if owner and self.settings.max_sessions_per_user:
             await self._enforce_cap(owner, self.settings.max_sessions_per_user, keep=new_id)
-        self.observer.session_size(sum(len(f) + len(v.encode()) for f, v in fields.items()))
+        plain = (*kept.items(), *json_fields.items())
+        self.observer.session_size(sum(len(f) + len(v.encode()) for f, v in plain))
         meta = {"_abs": expiry, "_created": created, "_ver": 1, "_user": owner or ""}
         if not owner:
             del meta["_user"]
         flat = [str(x).encode() for pair in (*meta.items(), *fields.items()) for x in pair]
         return self._decode(new_id, flat, ttl_refreshed=False)
+
+    def _carried(self, current: StoredSession) -> tuple[dict[str, str], dict[str, str]]:
+        """What a login carries to the new id, by field: the readable attributes as JSON
+        (sealed again when written: a sealed value is bound to its session id), and the
+        unreadable plain values as they are. A sealed value that did not open is dropped:
+        bound to the old id, no key could ever open it under the new one."""
+        readable = {
+            field_for(n): current.opened.get(n, current.stored_fields[n])
+            for n in current.attributes
+        }
+        kept: dict[str, str] = {}
+        dropped: list[str] = []
+        for n, value in current.stored_fields.items():
+            if n not in current.attributes:
+                if is_sealed(value):
+                    dropped.append(n)
+                else:
+                    kept[field_for(n)] = value
+        if dropped:
+            log.warning(
+                "session %s: a login dropped encrypted attributes that did not decrypt: %s",
+                redact(current.id),
+                ", ".join(map(repr, dropped)),
+            )
+        return readable, kept
 
     async def _move(self, session_id: str, new_id: str) -> StoredSession | None:
         """Mark a session as moved to `new_id` and return what it holds (None: gone, or
@@ -565,16 +636,10 @@ class SessionStore:
 
     def _refusal(self, exc: redis_errors.RedisError) -> SessionStoreRefused | None:
         """The caller's own mistake, told in one line naming the node and the user."""
-        if is_tls_refusal(exc):
-            fix = "SESSIONLIB_REDIS__TLS__* (CA, certificate, hostname)"
-        elif isinstance(exc, redis_errors.AuthenticationError):
-            fix = "SESSIONLIB_REDIS__USERNAME / SESSIONLIB_REDIS__PASSWORD"
-        elif isinstance(exc, redis_errors.NoPermissionError):
-            fix = "the ACL rules of that user"
-        else:
+        if not is_refusal(exc):
             return None
         where, user = endpoint_of(self.redis)
-        return SessionStoreRefused(describe_refusal(exc, f"Redis at {where}", user, fix))
+        return SessionStoreRefused(describe_refusal(exc, f"Redis at {where}", user, fix_for(exc)))
 
     async def _call(
         self,

@@ -79,6 +79,16 @@ def test_library_figures_come_per_round_with_spread_and_a_ratio_to_raw_redis_py(
             assert comparison["variants"]["redis-py"]["ratio_to_reference"]["median"] == 1
 
 
+def test_encryption_at_rest_is_measured_as_a_ratio_to_plain_sessionlib(quick):
+    output, record = quick
+    rounds = record["plan"]["library_rounds"]
+    for operation in ("load", "save"):
+        for concurrency in ("1", "64"):
+            variants = record["library"][operation][concurrency]["variants"]
+            assert is_figure(variants["sessionlib + encryption"]["ratio_to_sessionlib"], rounds)
+    assert "ops/s of sessionlib + encryption over sessionlib" in output
+
+
 def test_http_figures_cover_four_apps_and_two_mixes_relative_to_sessionlib(quick):
     _, record = quick
     rounds = record["plan"]["http_rounds"]

@@ -35,6 +35,7 @@ def prod_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicePr
                 # A standalone Redis has no replica to WAIT for (prod asks one and fails
                 # without it): the README's advice for this setup.
                 "SESSIONLIB_SESSION__DURABILITY__REPLICAS": "0",
+                "SESSIONLIB_REDIS__TLS__ALLOW_PLAINTEXT": "true",
             },
         )
         (gateway,) = start_services([("gateway", gateway_port, env)], run_dir / "logs")

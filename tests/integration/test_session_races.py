@@ -132,7 +132,13 @@ async def test_deletes_revocations_and_evictions_wait_for_replicas_like_saves(
 
 def test_the_prod_profile_refuses_to_acknowledge_a_write_no_replica_has():
     settings = load_settings(
-        "prod", redis={"password": "p", "sentinel_password": "p", "sentinels": ["h:1"]}
+        "prod",
+        redis={
+            "password": "p",
+            "sentinel_password": "p",
+            "sentinels": ["h:1"],
+            "tls": {"enabled": True},
+        },
     )
     assert settings.session.durability.on_shortfall == "fail"
 

@@ -20,6 +20,7 @@ PROD_SECRETS = {
     "SESSIONLIB_REDIS__PASSWORD": "s3cret",
     "SESSIONLIB_REDIS__SENTINEL_PASSWORD": "s3cret-too",
     "SESSIONLIB_REDIS__SENTINELS": '["10.0.0.1:26379"]',
+    "SESSIONLIB_REDIS__TLS__ENABLED": "true",
 }
 
 
@@ -128,7 +129,12 @@ def test_cluster_mode_is_reported_as_not_yet_supported():
 
 # Settings are validated the same way on every path (issue 12, point 11).
 
-PROD_STANDALONE = {"mode": "standalone", "url": "redis://cache:6379/0", "password": "s3cret"}
+PROD_STANDALONE = {
+    "mode": "standalone",
+    "url": "redis://cache:6379/0",
+    "password": "s3cret",
+    "tls": {"enabled": True},
+}
 
 
 async def an_app(scope, receive, send):
@@ -204,7 +210,9 @@ def test_a_non_json_secret_list_is_refused_without_echoing_the_secret(monkeypatc
     "url", ["redis://:secret@cache:6379/0", "rediss://app:secret@cache:6380/0"]
 )
 def test_a_password_inside_the_redis_url_satisfies_prod(url):
-    settings = load_settings("prod", redis={"mode": "standalone", "url": url})
+    settings = load_settings(
+        "prod", redis={"mode": "standalone", "url": url, "tls": {"allow_plaintext": True}}
+    )
     assert settings.redis.password is None and settings.redis.url == url
 
 
@@ -294,3 +302,12 @@ def test_every_setting_variable_the_readme_configuration_section_names_exists():
 def test_both_profiles_send_a_new_id_in_the_header_only_to_clients_that_sent_it(profile):
     settings = load_settings(profile, redis=PROD_STANDALONE)
     assert settings.session.expose_id_header == "when_requested"
+
+
+def test_prod_refuses_plaintext_redis_unless_allowed_on_purpose():
+    with pytest.raises(ConfigurationError, match="SESSIONLIB_REDIS__TLS__ENABLED"):
+        load_settings("prod", redis={**PROD_STANDALONE, "tls": {"enabled": False}})
+    allowed = load_settings("prod", redis={**PROD_STANDALONE, "tls": {"allow_plaintext": True}})
+    assert not allowed.redis.tls.enabled
+    over_tls_url = {**PROD_STANDALONE, "url": "rediss://cache:6380/0", "tls": {}}
+    assert load_settings("prod", redis=over_tls_url).redis.uses_tls

@@ -52,6 +52,10 @@ and each component's template file calls them with (dict "root" $ "component" "g
 - name: SESSIONLIB_REDIS__TLS__KEY_FILE
   value: {{ printf "%s/tls.key" $tlsDir }}
 {{- end }}
+{{- else }}
+{{- /* prod refuses plaintext Redis unless allowed on purpose: tls.enabled=false is that choice. */}}
+- name: SESSIONLIB_REDIS__TLS__ALLOW_PLAINTEXT
+  value: "true"
 {{- end }}
 {{- include "sessionlib-ha.settingsEnv" (dict "prefix" "SESSIONLIB_REDIS" "settings" .Values.sessionlib.redis) }}
 {{- include "sessionlib-ha.settingsEnv" (dict "prefix" "SESSIONLIB_SESSION" "settings" .Values.sessionlib.session) }}
