@@ -12,6 +12,11 @@ from typing import Any
 from sessionlib.errors import SessionDataError
 
 
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text (replies are bytes: the client does not decode them)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def field_for(attribute: str) -> str:
     return "_" + attribute if attribute.startswith("_") else attribute
 

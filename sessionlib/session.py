@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from sessionlib.store import StoredSession
+from sessionlib.codec import StoredSession
 
 
 class Session(dict[str, Any]):

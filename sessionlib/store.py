@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -21,7 +21,8 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from sessionlib.config import SessionSettings, Settings, env_variable
+from sessionlib.codec import Delta, SessionCodec, StoredSession
+from sessionlib.config import SessionSettings, Settings
 from sessionlib.connection import (
     EventLoopBinding,
     create_redis,
@@ -29,24 +30,21 @@ from sessionlib.connection import (
     read_replicas,
     watch_master,
 )
-from sessionlib.encryption import AttributeCipher, UnreadableValue, is_sealed
 from sessionlib.errors import (
     DurabilityShortfall,
-    SessionDataError,
     SessionError,
     SessionMoved,
     SessionStoreRefused,
     SessionStoreUnavailable,
-    SessionTooLarge,
 )
 from sessionlib.failover import SentinelWatcher
-from sessionlib.ids import new_raw_id, redact
+from sessionlib.ids import new_raw_id
 from sessionlib.observer import NullObserver, StoreObserver
 from sessionlib.refusals import describe_refusal, fix_for, is_refusal
 from sessionlib.replicas import ReplicaReader
 from sessionlib.resilience import RetryPolicy, retry_reason
 from sessionlib.scripts import LuaScript, Step, run_pipeline
-from sessionlib.serialization import attribute_for, decode_value, encode_value, field_for
+from sessionlib.serialization import as_text
 
 log = logging.getLogger("sessionlib.store")
 T = TypeVar("T")
@@ -63,38 +61,6 @@ _MAX_MOVES = 4
 
 
 @dataclass(frozen=True)
-class StoredSession:
-    """A session as loaded: decoded attributes plus what is needed to save a delta."""
-
-    id: str
-    attributes: dict[str, Any]
-    stored_fields: dict[str, str] = field(repr=False)
-    user: str | None
-    created_ms: int
-    absolute_expiry_ms: int
-    version: int
-    ttl_refreshed: bool
-    stale: bool = False
-    # The JSON text of each attribute stored sealed: a save compares with it, since a
-    # fresh seal of the same value never equals the stored one (random nonce).
-    opened: dict[str, str] = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True)
-class Delta:
-    """The fields a save writes (as JSON, before any sealing) and removes, and the
-    session's size afterwards (of the JSON: limits apply to plaintext)."""
-
-    to_set: dict[str, str]
-    to_remove: list[str]
-    size_bytes: int
-    encoded: dict[str, str]  # every attribute by name, as JSON
-
-    def __bool__(self) -> bool:
-        return bool(self.to_set or self.to_remove)
-
-
-@dataclass(frozen=True)
 class SaveResult:
     """What a save did: `session_gone` (deleted meanwhile) and `moved` (a login gave
     the session a new id) both mean nothing was written."""
@@ -103,10 +69,6 @@ class SaveResult:
     session_gone: bool = False
     moved: bool = False
     version: int | None = None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _exists(key: str, pipe: Pipeline) -> object:
@@ -143,11 +105,7 @@ class SessionStore:
         forget = [h.forget_loop for h in (watcher, replicas) if h is not None]
         self._loop_binding = EventLoopBinding(redis, forget)
         self._replicas_checked = False
-        encryption = self.settings.encryption
-        # With keys but not enabled, sealed values still open: encryption can be
-        # switched off without losing what was sealed.
-        self._cipher = AttributeCipher(encryption.key_bytes()) if encryption.keys else None
-        self._sealing = encryption.enabled
+        self.codec = SessionCodec(self.settings)
 
     @classmethod
     def from_settings(
@@ -231,7 +189,7 @@ class SessionStore:
             raise SessionMoved("the session id was replaced by a login")
         if len(reply) < 2:
             return None
-        return self._decode(session_id, reply[1], ttl_refreshed=bool(reply[0]))
+        return self.codec.decode(session_id, reply[1], ttl_refreshed=bool(reply[0]))
 
     async def _read_replicas(self, session_id: str) -> StoredSession | None:
         """The freshest live copy among the replicas (None: no replica has it); raises
@@ -244,7 +202,7 @@ class SessionStore:
             raise SessionMoved("the session id was replaced by a login")
         now_ms = int(time.time() * 1000)
         live = [
-            self._decode(
+            self.codec.decode(
                 session_id,
                 [x for pair in copy.items() for x in pair],
                 ttl_refreshed=False,
@@ -258,112 +216,22 @@ class SessionStore:
             raise SessionStoreUnavailable("no master answered and no replica holds the session")
         return max(live, key=lambda s: s.version)
 
-    def _decode(
-        self, session_id: str, flat: list[Any], *, ttl_refreshed: bool, stale: bool = False
-    ) -> StoredSession:
-        meta: dict[str, str] = {}
-        stored: dict[str, str] = {}
-        opened: dict[str, str] = {}
-        attributes: dict[str, Any] = {}
-        unreadable: list[str] = []
-        for name_raw, value_raw in zip(flat[::2], flat[1::2], strict=True):
-            name, value = _text(name_raw), value_raw.decode(errors="replace")
-            attribute = attribute_for(name)
-            if attribute is None:
-                meta[name] = value
-                continue
-            stored[attribute] = value
-            try:
-                if is_sealed(value):
-                    opened[attribute] = self._open(session_id, attribute, value)
-                    attributes[attribute] = decode_value(opened[attribute])
-                else:
-                    attributes[attribute] = decode_value(value_raw)
-            except UnreadableValue as exc:
-                unreadable.append(f"{attribute!r}: {exc}")
-            except ValueError:
-                unreadable.append(f"{attribute!r}: not JSON")
-        if unreadable:
-            # Kept in stored_fields so a save does not delete what it cannot read.
-            log.warning(
-                "session %s: attributes left untouched (not served, kept by saves): %s",
-                redact(session_id),
-                "; ".join(unreadable),
-            )
-        return StoredSession(
-            id=session_id,
-            attributes=attributes,
-            stored_fields=stored,
-            user=meta.get("_user"),
-            created_ms=int(meta.get("_created", "0")),
-            absolute_expiry_ms=int(meta["_abs"]),
-            version=int(meta.get("_ver", "0")),
-            ttl_refreshed=ttl_refreshed,
-            stale=stale,
-            opened=opened,
-        )
-
-    def _open(self, session_id: str, attribute: str, stored: str) -> str:
-        """The JSON text of a sealed value (the one place values are opened)."""
-        if self._cipher is None:
-            variable = env_variable("session.encryption.keys")
-            raise UnreadableValue(f"the value is encrypted and no keys are configured ({variable})")
-        return self._cipher.open(session_id, attribute, stored)
-
-    def _stored_form(self, session_id: str, json_fields: dict[str, str]) -> dict[str, str]:
-        """Fields as written to Redis: each attribute's JSON sealed for `session_id` when
-        encryption is on (the one place values are sealed), else as it is."""
-        if self._cipher is None or not self._sealing:
-            return json_fields
-        sealed: dict[str, str] = {}
-        for name, text in json_fields.items():
-            attribute = attribute_for(name)
-            assert attribute is not None  # only attribute fields are ever written
-            sealed[name] = self._cipher.seal(session_id, attribute, text)
-        return sealed
-
     # -- writing ------------------------------------------------------------------------
 
     def delta(self, loaded: StoredSession | None, attributes: Mapping[str, Any]) -> Delta:
         """What must change in Redis to turn `loaded` into `attributes`, within limits."""
-        limits = self.settings
-        if len(attributes) > limits.max_attributes:
-            raise SessionTooLarge("attribute count", len(attributes), limits.max_attributes)
-        before = loaded.stored_fields if loaded else {}
-        opened = loaded.opened if loaded else {}
-        unreadable = set(before) - set(loaded.attributes) if loaded else set()
-        to_set: dict[str, str] = {}
-        encoded_all: dict[str, str] = {}
-        size = 0
-        for name, value in attributes.items():
-            if not isinstance(name, str):
-                raise SessionDataError(f"session attribute names must be str, not {name!r}")
-            encoded = encoded_all[name] = encode_value(name, value)
-            value_size = len(encoded.encode())
-            if value_size > limits.max_attribute_bytes:
-                raise SessionTooLarge(
-                    f"session attribute {name!r} (bytes)", value_size, limits.max_attribute_bytes
-                )
-            size += value_size + len(name.encode())
-            if opened.get(name, before.get(name)) != encoded:
-                to_set[field_for(name)] = encoded
-        for name in unreadable - set(attributes):
-            size += len(before[name].encode()) + len(name.encode())
-        if size > limits.max_session_bytes:
-            raise SessionTooLarge("session size (bytes)", size, limits.max_session_bytes)
-        removed = [field_for(n) for n in before if n not in attributes and n not in unreadable]
-        return Delta(to_set=to_set, to_remove=removed, size_bytes=size, encoded=encoded_all)
+        return self.codec.delta(loaded, attributes)
 
     async def save(self, loaded: StoredSession, attributes: Mapping[str, Any]) -> SaveResult:
         """Write only what changed since `loaded`; never re-creates a deleted session,
         never writes to a session a login moved, and a retry after an unknown outcome
         never applies the same change twice (the script remembers operation ids)."""
-        delta = self.delta(loaded, attributes)
+        delta = self.codec.delta(loaded, attributes)
         if not delta:
             return SaveResult(written=False)
         remember_ms = int(self.retry.deadline_seconds * 1000) + 1000
         args: list[str | int] = [secrets.token_urlsafe(6), remember_ms, len(delta.to_set)]
-        for name, value in self._stored_form(loaded.id, delta.to_set).items():
+        for name, value in self.codec.stored_form(loaded.id, delta.to_set).items():
             args += [name, value]
         args += delta.to_remove
         key = self.session_key(loaded.id)
@@ -408,7 +276,7 @@ class SessionStore:
         starts a fresh session holding only what this request wrote; a login as another
         user carries nothing of the previous user's.
         """
-        changes = self.delta(previous, attributes)
+        changes = self.codec.delta(previous, attributes)
         new_id = new_raw_id()
         carried: dict[str, str] = {}
         kept: dict[str, str] = {}
@@ -422,14 +290,14 @@ class SessionStore:
             if current is not None:
                 replaced_owner = current.user
                 if user is None or current.user in (None, user):
-                    carried, kept = self._carried(current)
+                    carried, kept = self.codec.carried(current)
                 if not restart_lifetime:
                     created_ms, expiry_ms = current.created_ms, current.absolute_expiry_ms
         owner = user if user is not None else replaced_owner
         json_fields = {f: v for f, v in carried.items() if f not in changes.to_remove}
         json_fields.update(changes.to_set)
         kept = {f: v for f, v in kept.items() if f not in changes.to_remove | json_fields.keys()}
-        fields = {**kept, **self._stored_form(new_id, json_fields)}
+        fields = {**kept, **self.codec.stored_form(new_id, json_fields)}
 
         absolute = self.settings.absolute_timeout_seconds
         create_args: list[str | int] = [
@@ -466,32 +334,7 @@ class SessionStore:
         if not owner:
             del meta["_user"]
         flat = [str(x).encode() for pair in (*meta.items(), *fields.items()) for x in pair]
-        return self._decode(new_id, flat, ttl_refreshed=False)
-
-    def _carried(self, current: StoredSession) -> tuple[dict[str, str], dict[str, str]]:
-        """What a login carries to the new id, by field: the readable attributes as JSON
-        (sealed again when written: a sealed value is bound to its session id), and the
-        unreadable plain values as they are. A sealed value that did not open is dropped:
-        bound to the old id, no key could ever open it under the new one."""
-        readable = {
-            field_for(n): current.opened.get(n, current.stored_fields[n])
-            for n in current.attributes
-        }
-        kept: dict[str, str] = {}
-        dropped: list[str] = []
-        for n, value in current.stored_fields.items():
-            if n not in current.attributes:
-                if is_sealed(value):
-                    dropped.append(n)
-                else:
-                    kept[field_for(n)] = value
-        if dropped:
-            log.warning(
-                "session %s: a login dropped encrypted attributes that did not decrypt: %s",
-                redact(current.id),
-                ", ".join(map(repr, dropped)),
-            )
-        return readable, kept
+        return self.codec.decode(new_id, flat, ttl_refreshed=False)
 
     async def _move(self, session_id: str, new_id: str) -> StoredSession | None:
         """Mark a session as moved to `new_id` and return what it holds (None: gone, or
@@ -500,7 +343,7 @@ class SessionStore:
         reply = await _MOVE.run(self.redis, [self.session_key(session_id)], [new_id, marker_ms])
         if reply[0] != 1:
             return None
-        return self._decode(session_id, reply[1], ttl_refreshed=False)
+        return self.codec.decode(session_id, reply[1], ttl_refreshed=False)
 
     async def _enforce_cap(self, user: str, cap: int, *, keep: str) -> None:
         """Evict the user's oldest live sessions beyond `cap`, never `keep`. Hashes go
@@ -528,7 +371,7 @@ class SessionStore:
             if user:
                 steps.append(partial(_zrem, self.user_key(user), [doomed]))
             reply = (await self._call("delete", partial(self._write, steps, [_DELETE])))[0]
-            existed, owner, moved_to = int(reply[0]), _text(reply[1]), _text(reply[2])
+            existed, owner, moved_to = int(reply[0]), as_text(reply[1]), as_text(reply[2])
             if existed:
                 self.observer.session_destroyed("deleted")
             if owner and owner != user:
@@ -544,7 +387,7 @@ class SessionStore:
         key = self.user_key(user)
 
         async def live_members() -> list[str]:
-            members = [_text(m) for m in await self.redis.zrange(key, 0, -1)]
+            members = [as_text(m) for m in await self.redis.zrange(key, 0, -1)]
             if not members:
                 return []
             steps = [partial(_exists, self.session_key(m)) for m in members]
@@ -587,7 +430,7 @@ class SessionStore:
             "ping",
             lambda: self.redis.execute_command("ROLE"),  # type: ignore[no-untyped-call]
         )
-        if _text(role[0]) != "master":
+        if as_text(role[0]) != "master":
             raise SessionStoreUnavailable("connected Redis node is not a master")
 
     # -- plumbing -----------------------------------------------------------------------
@@ -600,7 +443,7 @@ class SessionStore:
             return
         role = await self.redis.execute_command("ROLE")  # type: ignore[no-untyped-call]
         self._replicas_checked = True
-        connected = len(role[2]) if _text(role[0]) == "master" else 0
+        connected = len(role[2]) if as_text(role[0]) == "master" else 0
         if connected < wanted:
             where, _ = endpoint_of(self.redis)
             log.warning(

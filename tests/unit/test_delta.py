@@ -4,9 +4,10 @@ before anything reaches Redis."""
 import pytest
 from redis.asyncio import Redis
 
+from sessionlib.codec import StoredSession
 from sessionlib.config import SessionSettings
 from sessionlib.errors import SessionDataError, SessionTooLarge
-from sessionlib.store import SessionStore, StoredSession
+from sessionlib.store import SessionStore
 
 
 def store(**limits) -> SessionStore:
