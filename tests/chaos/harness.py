@@ -10,7 +10,8 @@ import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sessionlib.store import SessionStore, StoredSession
+from sessionlib.codec import StoredSession
+from sessionlib.store import SessionStore
 from tests.chaos.records import Operation, RunRecord
 
 COUNTER = "n"
