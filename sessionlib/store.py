@@ -284,7 +284,12 @@ class SessionStore:
         expiry_ms: int | str = ""
         replaced_owner: str | None = None
         if previous is not None:
-            current = await self._call("regenerate", lambda: self._move(previous.id, new_id))
+            try:
+                current = await self._call("regenerate", lambda: self._move(previous.id, new_id))
+            except SessionMoved:
+                if user is None:
+                    raise  # another login moved it: its new id is not this request's to touch
+                current = None
             if current is None and user is None:
                 return None
             if current is not None:
@@ -337,10 +342,13 @@ class SessionStore:
         return self.codec.decode(new_id, flat, ttl_refreshed=False)
 
     async def _move(self, session_id: str, new_id: str) -> StoredSession | None:
-        """Mark a session as moved to `new_id` and return what it holds (None: gone, or
-        moved elsewhere first). A retry with the same `new_id` returns the same."""
+        """Mark a session as moved to `new_id` and return what it holds (None: gone;
+        SessionMoved: another regeneration moved it first). A retry with the same
+        `new_id` returns the same."""
         marker_ms = self.settings.moved_marker_seconds * 1000
         reply = await _MOVE.run(self.redis, [self.session_key(session_id)], [new_id, marker_ms])
+        if reply[0] == -2:
+            raise SessionMoved("the session id was replaced by another login")
         if reply[0] != 1:
             return None
         return self.codec.decode(session_id, reply[1], ttl_refreshed=False)

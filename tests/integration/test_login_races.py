@@ -125,6 +125,22 @@ async def test_a_slow_request_on_the_old_cookie_never_clears_the_cookie_a_login_
     assert set_cookies(write) == [] and set_cookies(read) == []
 
 
+async def test_an_id_change_racing_a_login_in_another_tab_is_a_409_that_keeps_the_cookie(
+    services,
+):
+    gates, _, gateway, _ = services
+    async with browser(gateway) as tab1, browser(gateway) as tab2:
+        await tab1.post("/set?name=theme&value=dark")
+        tab2.cookies.set("sid", tab1.cookies["sid"])
+        change = asyncio.create_task(tab2.post("/regenerate?pause=change"))
+        await gates.wait_until_reached("change")
+        await tab1.post("/login?user=ann")
+        gates.open("change")
+        changed = await change
+        assert changed.status_code == 409 and set_cookies(changed) == []
+        assert (await tab1.get("/get")).json() == {"user": "ann", "theme": "dark"}
+
+
 async def test_a_cart_add_that_lost_the_race_with_a_login_is_a_409_stored_nowhere(services):
     gates, _, gateway, cart = services
     async with browser(gateway) as tab, browser(cart) as cart_client:

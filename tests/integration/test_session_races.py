@@ -104,6 +104,14 @@ async def test_two_logins_racing_on_one_session_never_share_its_data_twice(store
     assert (await store.load(second.id)).attributes == {}, "the session had moved already"
 
 
+async def test_regenerating_an_id_another_login_moved_is_refused_not_taken_for_a_logout(store):
+    sid = await store.create({"theme": "dark"})
+    tab1, tab2 = await store.load(sid), await store.load(sid)
+    await store.regenerate(tab1, tab1.attributes, user="ann")
+    with pytest.raises(SessionMoved):
+        await store.regenerate(tab2, tab2.attributes, restart_lifetime=False)
+
+
 # -- 3. durability covers every write ------------------------------------------------------
 
 
