@@ -11,9 +11,16 @@ REDIS_FLOOR   := $(shell sed -n 's/.*"redis\[hiredis\]>=\([0-9.]*\).*/\1/p' pypr
 VENV_MIN      := .venv-min
 PY_MIN        := $(VENV_MIN)/bin/python
 STAMP_MIN     := $(VENV_MIN)/.installed
+# `make up-local SECURE=1`, `make demo SECURE=1`: TLS only and ACL users (DESIGN.md §3b).
+SECURE        ?=
+SECURE_FLAG   := $(if $(filter 1 yes true,$(SECURE)),--secure)
+# `make up-ha TLS=1`: the compose stack with TLS (deploy/compose/tls.yml); certificates are
+# issued on the host with the project's Python, hence `setup` first.
+TLS           ?=
+HA_TLS        := $(if $(filter 1 yes true,$(TLS)),1,0)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages test test-unit test-integration test-helm test-compose \
+.PHONY: help setup system-packages test test-unit test-integration test-packaging test-helm test-compose \
         test-min-deps up-ha down-ha ps-ha test-observability dashboard-png bench lint typecheck \
         up-local down-local status-local demo clean
 
@@ -31,7 +38,7 @@ $(STAMP): pyproject.toml
 
 setup: system-packages $(STAMP) ## create .venv, install the project and Redis when missing
 
-test: setup lint typecheck ## everything CI runs: lint, types, unit, integration, oldest redis-py
+test: setup lint typecheck ## everything CI runs: lint, types, unit, integration, the installed wheel, oldest redis-py
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	$(MAKE) --no-print-directory test-min-deps
 
@@ -40,6 +47,9 @@ test-unit: setup ## fast iteration: unit tests only
 
 test-integration: setup ## tests against real Redis / Sentinel processes
 	$(PY) -m pytest -q tests/integration
+
+test-packaging: setup ## build the sdist and wheel, install the wheel in a fresh venv, run apps there (~1 min)
+	$(PY) -m pytest -q -p no:cacheprovider tests/packaging
 
 $(STAMP_MIN): pyproject.toml
 	@test -n "$(REDIS_FLOOR)" || { echo 'no "redis[hiredis]>=X" in pyproject.toml' >&2; exit 1; }
@@ -52,18 +62,18 @@ test-min-deps: system-packages $(STAMP_MIN) ## unit and integration tests on the
 	@mkdir -p .run
 	$(PY_MIN) -m pytest -q -p no:cacheprovider --basetemp=.run/pytest-min-deps tests/unit tests/integration
 
-test-compose: setup ## docker-compose.ha.yml for real: private dockerd, images built here, a failover
+test-compose: setup ## docker-compose.ha.yml for real, plain and TLS: private dockerd, images built here, a failover each
 	bash scripts/ensure-system-packages.sh --with-docker
 	SESSIONLIB_COMPOSE_ENGINE=1 $(PY) -m pytest -q -p no:cacheprovider tests/compose
 
-up-ha: ## the compose HA stack (docker-compose.ha.yml), Compose v2 or v1; makes .env on first use
-	bash deploy/compose/ha.sh up
+up-ha: $(if $(filter 1,$(HA_TLS)),setup) ## the compose HA stack (docker-compose.ha.yml), Compose v2 or v1; makes .env on first use (TLS=1: TLS + ACL)
+	HA_TLS=$(HA_TLS) bash deploy/compose/ha.sh up
 
-down-ha: ## stop the compose stack (volumes kept; `deploy/compose/ha.sh down -v` drops them)
-	bash deploy/compose/ha.sh down
+down-ha: ## stop the compose stack (volumes kept; `deploy/compose/ha.sh down -v` drops them; TLS=1 as for up-ha)
+	HA_TLS=$(HA_TLS) bash deploy/compose/ha.sh down
 
 ps-ha: ## containers of the compose stack and their health
-	bash deploy/compose/ha.sh ps
+	HA_TLS=$(HA_TLS) bash deploy/compose/ha.sh ps
 
 test-observability: setup ## promtool rule tests, dashboards, every panel and rule against a live Prometheus
 	$(PY) -m pytest -q -p no:cacheprovider tests/observability
@@ -83,11 +93,11 @@ lint: setup ## ruff on everything
 typecheck: setup ## mypy --strict on the library
 	$(VENV)/bin/mypy sessionlib
 
-demo: setup ## the main job: the local HA stack, a login, a cart, a killed master, nothing lost
-	$(PY) -m deploy.local.demo
+demo: setup ## the main job: the local HA stack, a login, a cart, a killed master, nothing lost (SECURE=1: TLS + ACL)
+	$(PY) -m deploy.local.demo $(SECURE_FLAG)
 
-up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart (+ redis_exporter, Prometheus when installed) on 127.0.0.1
-	$(TOPOLOGY) up
+up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart (+ redis_exporter, Prometheus when installed) on 127.0.0.1 (SECURE=1: TLS + ACL)
+	$(TOPOLOGY) up $(SECURE_FLAG)
 
 down-local: setup ## stop everything up-local started
 	$(TOPOLOGY) down

@@ -3,6 +3,8 @@
 Import the middleware, the store and the settings from here.
 """
 
+from importlib import metadata as _metadata
+
 from sessionlib.config import Settings, load_settings
 from sessionlib.errors import (
     ConfigurationError,
@@ -16,6 +18,11 @@ from sessionlib.middleware import SessionMiddleware
 from sessionlib.session import Session
 from sessionlib.store import SessionStore
 
+try:
+    __version__ = _metadata.version("sessionlib")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = [
     "ConfigurationError",
     "DurabilityShortfall",
@@ -27,5 +34,6 @@ __all__ = [
     "SessionStoreUnavailable",
     "SessionTooLarge",
     "Settings",
+    "__version__",
     "load_settings",
 ]

@@ -540,13 +540,24 @@ def load_settings(
     config file from the argument, else `SESSIONLIB_CONFIG_FILE`. A layer that gives
     `redis.url` above every layer giving `redis.mode` means `mode: standalone`.
     """
+    chosen, named = settings_layers(profile, config_file)
+    return settings_from_layers(chosen, [*(layer for _, layer in named), overrides])
+
+
+def settings_layers(
+    profile: str | None = None, config_file: str | Path | None = None
+) -> tuple[Profile, list[tuple[str, dict[str, Any]]]]:
+    """The profile `load_settings` would choose, and the layers it reads (lowest first),
+    each with where it comes from: `profile dev`, the config file's path, `environment`.
+    Raises `ConfigurationError` for an unreadable layer or a `SESSIONLIB_*` typo."""
     chosen = profile or os.environ.get(f"{ENV_PREFIX}PROFILE") or "dev"
     if chosen not in PROFILES:
         raise ConfigurationError(
             f"unknown profile {chosen!r} (SESSIONLIB_PROFILE); choose one of {', '.join(PROFILES)}"
         )
     packaged = resources.files("sessionlib").joinpath("profiles", f"{chosen}.yaml")
-    layers = [_read_yaml(packaged.read_text(encoding="utf-8"), f"profile {chosen}")]
+    label = f"profile {chosen}"
+    layers = [(label, _read_yaml(packaged.read_text(encoding="utf-8"), label))]
     file_name = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
     if file_name:
         path = Path(file_name)
@@ -556,19 +567,23 @@ def load_settings(
             raise ConfigurationError(
                 f"cannot read config file {path} (SESSIONLIB_CONFIG_FILE): {exc.strerror}"
             ) from None
-        layers.append(_read_yaml(text, str(path)))
+        layers.append((str(path), _read_yaml(text, str(path))))
     _check_environment(os.environ)
     try:
-        layers.append(EnvSettingsSource(Settings)())
+        layers.append(("environment", EnvSettingsSource(Settings)()))
     except SettingsError as exc:
         raise ConfigurationError(f"cannot read the SESSIONLIB_* variables: {exc}") from None
-    layers.append(overrides)
+    return chosen, layers
+
+
+def settings_from_layers(profile: Profile, layers: Sequence[Mapping[str, Any]]) -> Settings:
+    """Merge `layers` (the last one winning) and validate them under `profile`."""
     data: dict[str, Any] = {}
     for layer in layers:
         data = _deep_merge(data, layer)
     if _url_outranks_mode(layers):
         data["redis"] = {**data["redis"], "mode": "standalone"}
-    data["profile"] = chosen
+    data["profile"] = profile
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

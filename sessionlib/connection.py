@@ -26,8 +26,8 @@ from sessionlib.failover import (
     format_address,
 )
 from sessionlib.observer import StoreObserver
-from sessionlib.refusals import DetectsProtocolMismatch, DetectsProtocolMismatchTLS
 from sessionlib.replicas import ReplicaReader
+from sessionlib.transport import DiagnosingConnection, DiagnosingTLSConnection
 
 
 def _no_retries() -> Retry:
@@ -87,7 +87,7 @@ def create_sentinel(settings: RedisSettings) -> ConcurrentSentinel:
         **_connection_kwargs(settings),
     )
     # A client takes no connection class; its pool does.
-    checked = DetectsProtocolMismatchTLS if settings.uses_tls else DetectsProtocolMismatch
+    checked = DiagnosingTLSConnection if settings.uses_tls else DiagnosingConnection
     for client in sentinel.sentinels:
         client.connection_pool.connection_class = checked
     return sentinel
@@ -99,7 +99,7 @@ def create_redis(settings: RedisSettings) -> Redis:
         kwargs = {k: v for k, v in _connection_kwargs(settings).items() if v is not None}
         # The class decides TLS, also for a redis:// URL.
         kwargs["connection_class"] = (
-            DetectsProtocolMismatchTLS if settings.uses_tls else DetectsProtocolMismatch
+            DiagnosingTLSConnection if settings.uses_tls else DiagnosingConnection
         )
         pool = ConnectionPool.from_url(
             settings.url, max_connections=settings.max_connections, **kwargs
@@ -119,6 +119,24 @@ def create_redis(settings: RedisSettings) -> Redis:
     raise ConfigurationError(
         "redis.mode 'cluster' is not yet supported; use 'sentinel' or 'standalone'"
     )
+
+
+def node_client(settings: RedisSettings, address: Address, *, sentinel: bool = False) -> Redis:
+    """A client for one node as the store reaches it (same credentials, TLS and timeouts,
+    no retries), or for one sentinel with the sentinel credentials: for checks that must
+    name the node that fails, such as `sessionlib doctor`."""
+    kwargs = _connection_kwargs(settings)
+    if sentinel:
+        password = settings.sentinel_password
+        kwargs["username"] = settings.sentinel_username if password is not None else None
+        kwargs["password"] = password.get_secret_value() if password is not None else None
+    else:
+        kwargs["db"] = settings.db
+    checked = DiagnosingTLSConnection if settings.uses_tls else DiagnosingConnection
+    pool = ConnectionPool(
+        connection_class=checked, host=address[0], port=address[1], max_connections=4, **kwargs
+    )
+    return Redis(connection_pool=pool)
 
 
 def read_replicas(redis: Redis, settings: RedisSettings) -> ReplicaReader | None:

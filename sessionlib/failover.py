@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
-from sessionlib.refusals import DetectsProtocolMismatch
+from sessionlib.transport import DiagnosingConnection
 
 log = logging.getLogger("sessionlib.failover")
 
@@ -28,7 +28,7 @@ def format_address(address: Address) -> str:
     return f"{address[0]}:{address[1]}"
 
 
-class MasterVerifyingConnection(DetectsProtocolMismatch, SentinelManagedConnection):
+class MasterVerifyingConnection(DiagnosingConnection, SentinelManagedConnection):
     """A Sentinel-managed connection that refuses to serve unless the node says it is
     the master: Sentinel's answer can lag behind a demotion by a moment."""
 

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+try:
+    from fastapi import Depends, HTTPException, Request
+except ImportError as exc:
+    raise ImportError(
+        "sessionlib.fastapi needs FastAPI, which sessionlib does not install by itself: "
+        "pip install 'sessionlib[fastapi]'"
+    ) from exc
 
 from sessionlib.middleware import STORE_SCOPE_KEY
 from sessionlib.session import Session

@@ -17,11 +17,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Annotated, Any, Protocol, cast
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
 
 import anyio
-import httpx
-from fastapi import Depends
+
+try:
+    import httpx
+except ImportError as exc:
+    raise ImportError(
+        "sessionlib.propagation needs httpx, which sessionlib does not install by itself: "
+        "pip install 'sessionlib[propagation]'"
+    ) from exc
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -359,4 +365,23 @@ def get_caller(request: Request) -> Caller:
     return cast(Caller, caller)
 
 
-CallerDep = Annotated[Caller, Depends(get_caller)]
+# FastAPI is optional here: only this dependency needs it, so it is imported when used.
+if TYPE_CHECKING:
+    from fastapi import Depends
+
+    CallerDep = Annotated[Caller, Depends(get_caller)]
+else:
+
+    def __getattr__(name: str) -> Any:
+        if name != "CallerDep":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        try:
+            from fastapi import Depends
+        except ImportError as exc:
+            raise ImportError(
+                "sessionlib.propagation.CallerDep needs FastAPI: pip install "
+                "'sessionlib[fastapi,propagation]'"
+            ) from exc
+        dependency = Annotated[Caller, Depends(get_caller)]
+        globals()["CallerDep"] = dependency  # one object, as a module attribute would be
+        return dependency

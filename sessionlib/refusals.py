@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from typing import Any
 
 from redis import exceptions as redis_errors
-from redis.asyncio.connection import Connection, SSLConnection
 
 
 class ProtocolMismatch(redis_errors.ConnectionError):
@@ -140,47 +138,3 @@ async def speaks_plaintext(host: str, port: int, timeout: float) -> bool:
         with contextlib.suppress(Exception):
             await writer.wait_closed()
     return line[:1] in (b"+", b"-")
-
-
-class DetectsProtocolMismatch(Connection):
-    """A connection that, when connecting fails the way a TLS/plaintext mismatch makes
-    it fail, checks what the port speaks and then says so instead of looking like an
-    outage. The check runs only on such a failure, never on the normal path.
-
-    Plaintext to a TLS port: the node cuts the connection at the first command. TLS to
-    a plaintext port: the handshake waits for an answer that never comes (a timeout).
-    """
-
-    async def connect(self, *args: Any, **kwargs: Any) -> None:
-        try:
-            await super().connect(*args, **kwargs)  # type: ignore[no-untyped-call]
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            refusal = await self._refusal(exc)
-            if refusal is None:
-                raise
-            raise refusal from None
-
-    async def _refusal(self, exc: Exception) -> redis_errors.ConnectionError | None:
-        host, port = str(self.host), int(self.port)
-        timeout = min(self.socket_connect_timeout or 1.0, 1.0)
-        cut_off = isinstance(exc.__context__, ConnectionResetError | BrokenPipeError) or (
-            "closed by server" in str(exc)
-        )
-        if isinstance(self, SSLConnection):
-            if isinstance(exc, redis_errors.TimeoutError) and await speaks_plaintext(
-                host, port, timeout
-            ):
-                return ProtocolMismatch(f"{host}:{port} speaks plaintext; TLS is on here")
-            if cut_off:
-                # With TLS 1.3 a server refuses a client certificate after the handshake:
-                # the alert may come second to a reset. Ask again, and listen for it.
-                why = await tls_session_refusal(host, port, self.ssl_context.get(), timeout)
-                return TLSSessionRefused(f"{host}:{port} {why}") if why else None
-            return None
-        if cut_off and await speaks_tls(host, port, timeout):
-            return ProtocolMismatch(f"{host}:{port} speaks TLS and cut off a plaintext client")
-        return None
-
-
-class DetectsProtocolMismatchTLS(DetectsProtocolMismatch, SSLConnection):
-    """The TLS side of the same check."""

@@ -22,9 +22,11 @@ def free_ports() -> Callable[[int], list[int]]:
     return find_free_ports
 
 
-def _running_topology(run_dir: Path) -> Iterator[LocalTopology]:
+def _running_topology(run_dir: Path, *, secure: bool = False) -> Iterator[LocalTopology]:
     ports = find_free_ports(6)
-    spec = TopologySpec(redis_ports=tuple(ports[:3]), sentinel_ports=tuple(ports[3:]))
+    spec = TopologySpec(
+        redis_ports=tuple(ports[:3]), sentinel_ports=tuple(ports[3:]), secure=secure
+    )
     with LocalTopology(run_dir, spec) as topology:
         yield topology
 
@@ -39,6 +41,19 @@ def local_topology(tmp_path: Path) -> Iterator[LocalTopology]:
 def shared_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTopology]:
     """One ready topology for the whole run: read and write through it, never break it."""
     yield from _running_topology(tmp_path_factory.mktemp("shared-topology"))
+
+
+@pytest.fixture
+def secure_topology(tmp_path: Path) -> Iterator[LocalTopology]:
+    """Like `local_topology`, in secure mode (DESIGN §3b): TLS only, ACL users; its
+    `redis_settings()` log in as `sessionlib`, its `client()` as `admin`."""
+    yield from _running_topology(tmp_path / "secure-topology", secure=True)
+
+
+@pytest.fixture(scope="session")
+def shared_secure_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTopology]:
+    """One ready secure topology for the whole run: read and write through it, never break it."""
+    yield from _running_topology(tmp_path_factory.mktemp("shared-secure-topology"), secure=True)
 
 
 @pytest.fixture

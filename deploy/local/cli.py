@@ -32,6 +32,9 @@ that `up` wrote in the run directory.
                            (the first one starts as master)
   --sentinel-ports P,P,P   SESSIONLIB_LOCAL_SENTINEL_PORTS   default 26380,26381,26382
   --password PW            SESSIONLIB_LOCAL_REDIS_PASSWORD   default none (no AUTH)
+  --secure                 SESSIONLIB_LOCAL_SECURE=1         default off: TLS only (mutual)
+                           on every port and ACL users with generated passwords; CA,
+                           certificates and users.json under the run directory (mode 0600)
   --prometheus-port P      SESSIONLIB_LOCAL_PROMETHEUS_PORT  default 9090
   --redis-exporter-port P  SESSIONLIB_LOCAL_REDIS_EXPORTER_PORT  default 9121
   --scrape-interval D      SESSIONLIB_LOCAL_SCRAPE_INTERVAL  default 5s
@@ -43,6 +46,7 @@ current master as the sentinels name it).
 
 Examples:
   {PROG} up
+  {PROG} up --secure
   {PROG} kill master && {PROG} wait-failover --from 127.0.0.1:6380
   {PROG} restart redis-1
   {PROG} down
@@ -105,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("SESSIONLIB_LOCAL_REDIS_PASSWORD") or None,
         metavar="PW",
         help="requirepass/masterauth of the Redis nodes (default: none)",
+    )
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        default=os.environ.get("SESSIONLIB_LOCAL_SECURE", "") in ("1", "yes", "true"),
+        help="TLS only (mutual) and ACL users instead of plain text (DESIGN.md §3b)",
     )
     up.add_argument("--timeout", type=float, default=30.0, help="seconds (default: 30)")
     up.add_argument(
@@ -188,6 +198,7 @@ def _run(args: argparse.Namespace) -> int:
             redis_ports=args.redis_ports,
             sentinel_ports=args.sentinel_ports,
             password=args.password,
+            secure=args.secure,
         )
         topology = LocalTopology(args.run_dir, spec)
         topology.up(timeout=args.timeout)
@@ -207,6 +218,8 @@ def _run(args: argparse.Namespace) -> int:
         _print_services(topology)
         sentinels = ",".join(f"{host}:{port}" for host, port in topology.sentinel_addresses)
         print(f"\nmaster name {topology.master_name}; sentinels {sentinels}")
+        if topology.spec.secure:
+            _print_secure_access(topology)
         print(f"stop it with: {_down_command(topology)}")
         return 0
 
@@ -263,6 +276,21 @@ def _down_command(topology: LocalTopology) -> str:
     if topology.run_dir == DEFAULT_RUN_DIR.absolute():
         return "make down-local"
     return f"{PROG} down --run-dir {topology.run_dir}"
+
+
+def _print_secure_access(topology: LocalTopology) -> None:
+    credentials = topology.credentials
+    assert credentials is not None  # a secure topology has them
+    tls = credentials.client_tls
+    port = topology.redis_nodes[0].port
+    print(
+        "TLS only, mutual, with ACL users admin, sessionlib, replica, sentinel, exporter "
+        "(default off)\n"
+        f"passwords: {_shown_path(str(topology.run_dir / 'users.json'))} (mode 0600)\n"
+        f"connect:   redis-cli --tls --cacert {_shown_path(str(tls.ca_file))} "
+        f"--cert {_shown_path(str(tls.cert_file))} --key {_shown_path(str(tls.key_file))} "
+        f"--user sessionlib --askpass -p {port}"
+    )
 
 
 def _shown_path(path: str) -> str:

@@ -3,9 +3,11 @@ Compose and Helm fill the same ${NAME} placeholders their own way; this is the l
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from string import Template
 
+from deploy.local.credentials import Credentials, TLSFiles, private_dir, write_private
 from deploy.local.spec import Node, TopologySpec
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "redis"
@@ -33,9 +35,13 @@ def render_redis_conf(
     replica_of: tuple[str, int] | None,
     min_replicas_to_write: int,
     min_replicas_max_lag: int,
+    auth_directives: str | None = None,
 ) -> str:
-    """redis.conf for a node on `host:port` keeping its data in `directory`."""
+    """redis.conf for a node on `host:port` keeping its data in `directory`;
+    `auth_directives` replace the password lines (secure mode: ACL users)."""
     auth = f"requirepass {quote(password)}\nmasterauth {quote(password)}" if password else ""
+    if auth_directives is not None:
+        auth = auth_directives
     replication = f"replicaof {replica_of[0]} {replica_of[1]}" if replica_of else ""
     return _render(
         "redis.conf",
@@ -65,9 +71,13 @@ def render_sentinel_conf(
     quorum: int,
     down_after_ms: int,
     failover_timeout_ms: int,
+    auth_directives: str | None = None,
 ) -> str:
-    """sentinel.conf for a sentinel on `host:port` watching `master` under `master_name`."""
+    """sentinel.conf for a sentinel on `host:port` watching `master` under `master_name`;
+    `auth_directives` replace the password line (secure mode: ACL users)."""
     auth = f"sentinel auth-pass {master_name} {quote(password)}" if password else ""
+    if auth_directives is not None:
+        auth = auth_directives
     return _render(
         "sentinel.conf",
         {
@@ -90,6 +100,62 @@ def render_sentinel_conf(
     )
 
 
+def render_acl(template: str, passwords: dict[str, str]) -> str:
+    """An ACL file from a template in deploy/redis/: its comment and blank lines dropped
+    (Redis reads neither in an ACL file), each `<USER>_PASSWORD_HASH` placeholder filled with
+    the hex SHA-256 of that user's password, so the file holds no password."""
+    hashes = {
+        f"{user.upper()}_PASSWORD_HASH": hashlib.sha256(password.encode()).hexdigest()
+        for user, password in passwords.items()
+    }
+    text = (TEMPLATE_DIR / template).read_text()
+    rules = "".join(
+        f"{line}\n" for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
+    return Template(rules).substitute(hashes)
+
+
+def tls_directives(port: int, tls: TLSFiles) -> str:
+    """What turns a rendered config into TLS only on `port`, appended after the template
+    (the later `port 0` wins over its plain-text port), as the Helm chart's pod scripts do:
+    mutual TLS for every client, and replication (for a sentinel: its links to the nodes and
+    to the other sentinels) over TLS too, with the same certificate as a client one."""
+    return (
+        "\n# --- TLS (secure mode) ---\n"
+        "port 0\n"
+        f"tls-port {port}\n"
+        f"tls-cert-file {quote(str(tls.cert_file))}\n"
+        f"tls-key-file {quote(str(tls.key_file))}\n"
+        f"tls-ca-cert-file {quote(str(tls.ca_file))}\n"
+        "tls-auth-clients yes\n"
+        "tls-replication yes\n"
+    )
+
+
+def _redis_acl_directives(directory: Path, credentials: Credentials) -> str:
+    acl = write_private(directory / "users.acl", render_acl("users.acl", credentials.passwords))
+    return (
+        f"aclfile {quote(str(acl))}\n"
+        "masteruser replica\n"
+        f"masterauth {quote(credentials.password('replica'))}"
+    )
+
+
+def _sentinel_acl_directives(directory: Path, master_name: str, credentials: Credentials) -> str:
+    acl = write_private(
+        directory / "users.acl", render_acl("sentinel-users.acl", credentials.passwords)
+    )
+    # Generated passwords are URL-safe: Sentinel writes them back unquoted on a rewrite.
+    password = credentials.password("sentinel")
+    return (
+        f"aclfile {quote(str(acl))}\n"
+        f"sentinel auth-user {master_name} sentinel\n"
+        f"sentinel auth-pass {master_name} {password}\n"
+        "sentinel sentinel-user sentinel\n"
+        f"sentinel sentinel-pass {password}"
+    )
+
+
 def _partition_directives(node: Node, spec: TopologySpec) -> str:
     """Extra lines when a node runs in a network namespace (see deploy/local/netns.py): every
     node sends from the address it binds, so partition rules can tell its traffic apart from
@@ -102,12 +168,21 @@ def _partition_directives(node: Node, spec: TopologySpec) -> str:
 
 
 def write_redis_conf(
-    directory: Path, node: Node, spec: TopologySpec, replica_of: tuple[str, int] | None
+    directory: Path,
+    node: Node,
+    spec: TopologySpec,
+    replica_of: tuple[str, int] | None,
+    credentials: Credentials | None = None,
 ) -> Path:
-    """Render the config of a topology's Redis node into `directory` (its data dir too)."""
+    """Render the config of a topology's Redis node into `directory` (its data dir too);
+    with `credentials` (secure mode) TLS only and ACL users, in a folder of mode 0700."""
     directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "redis.conf"
-    config.write_text(
+    auth, tls = None, ""
+    if credentials is not None:
+        private_dir(directory)
+        auth = _redis_acl_directives(directory, credentials)
+        tls = tls_directives(node.port, credentials.server_tls)
+    text = (
         render_redis_conf(
             host=node.host,
             port=node.port,
@@ -116,17 +191,30 @@ def write_redis_conf(
             replica_of=replica_of,
             min_replicas_to_write=spec.min_replicas_to_write,
             min_replicas_max_lag=spec.min_replicas_max_lag,
+            auth_directives=auth,
         )
         + _partition_directives(node, spec)
+        + tls
     )
-    return config
+    return _write_config(directory / "redis.conf", text, private=credentials is not None)
 
 
-def write_sentinel_conf(directory: Path, node: Node, spec: TopologySpec, master: Node) -> Path:
-    """Render the config of a topology's sentinel watching `master` into `directory`."""
+def write_sentinel_conf(
+    directory: Path,
+    node: Node,
+    spec: TopologySpec,
+    master: Node,
+    credentials: Credentials | None = None,
+) -> Path:
+    """Render the config of a topology's sentinel watching `master` into `directory`; with
+    `credentials` (secure mode) TLS only and ACL users, in a folder of mode 0700."""
     directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "sentinel.conf"
-    config.write_text(
+    auth, tls = None, ""
+    if credentials is not None:
+        private_dir(directory)
+        auth = _sentinel_acl_directives(directory, spec.master_name, credentials)
+        tls = tls_directives(node.port, credentials.server_tls)
+    text = (
         render_sentinel_conf(
             host=node.host,
             port=node.port,
@@ -137,7 +225,17 @@ def write_sentinel_conf(directory: Path, node: Node, spec: TopologySpec, master:
             quorum=spec.quorum,
             down_after_ms=spec.down_after_ms,
             failover_timeout_ms=spec.failover_timeout_ms,
+            auth_directives=auth,
         )
         + _partition_directives(node, spec)
+        + tls
     )
-    return config
+    return _write_config(directory / "sentinel.conf", text, private=credentials is not None)
+
+
+def _write_config(path: Path, text: str, *, private: bool) -> Path:
+    # A secure node's config holds masterauth or sentinel auth-pass: mode 0600.
+    if private:
+        return write_private(path, text)
+    path.write_text(text)
+    return path

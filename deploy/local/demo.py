@@ -152,6 +152,13 @@ def _ensure_stack(topology: LocalTopology, ports: ServicePorts) -> str:
     nodes_alive = topology.processes and all(
         liveness(p) == "alive" for p in topology.processes if p.kind in ("redis", "sentinel")
     )
+    running_secure = LocalTopology(topology.run_dir).spec.secure
+    if nodes_alive and running_secure != topology.spec.secure:
+        raise TopologyError(
+            f"a {'secure' if running_secure else 'plain'} topology already runs in "
+            f"{topology.run_dir}; stop it first (make down-local) to run the demo "
+            f"{'with' if topology.spec.secure else 'without'} SECURE=1"
+        )
     if not nodes_alive:
         topology.up()
         start_services(topology, ports)
@@ -165,9 +172,15 @@ def _ensure_stack(topology: LocalTopology, ports: ServicePorts) -> str:
 async def run_demo(topology: LocalTopology, ports: ServicePorts, console: Console) -> Narrator:
     narrator = Narrator(console)
     gateway, cart = service_url(ports, "gateway"), service_url(ports, "cart")
-    with narrator.step("Start the local HA stack") as out:
+    secure = topology.spec.secure
+    with narrator.step("Start the local HA stack" + (" (TLS + ACL)" if secure else "")) as out:
         out.append(await asyncio.to_thread(_ensure_stack, topology, ports))
         out.append(f"master {topology.master_address()}, sentinels agree (quorum 2)")
+        if secure:
+            out.append(
+                "TLS only (mutual) on every port and link; services log in as ACL user "
+                "sessionlib; the default user is off"
+            )
 
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as client:
         with narrator.step(f"Log in as {USER} at the gateway") as out:
@@ -287,8 +300,22 @@ def _explore(console: Console, ports: ServicePorts, topology: LocalTopology) -> 
         f"  curl -s {gateway}/metrics | grep ^sessionlib_\n"
         "  .venv/bin/python -m deploy.local.topology status   # who is master now\n"
         "  Prometheus (when installed): http://127.0.0.1:9090\n"
-        f"[bold]Stop everything:[/] {stop}",
+        + _secure_access(topology)
+        + f"[bold]Stop everything:[/] {stop}",
         soft_wrap=True,
+    )
+
+
+def _secure_access(topology: LocalTopology) -> str:
+    """How to reach a secure topology with redis-cli; nothing for a plain one."""
+    credentials = topology.credentials
+    if credentials is None:
+        return ""
+    tls = credentials.client_tls
+    return (
+        f"  redis-cli --tls --cacert {tls.ca_file} --cert {tls.cert_file} "
+        f"--key {tls.key_file} --user sessionlib --askpass -p {topology.redis_nodes[0].port}\n"
+        f"    (passwords of the ACL users in {topology.run_dir / 'users.json'})\n"
     )
 
 
@@ -303,11 +330,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sentinel-ports", default="26380,26381,26382")
     parser.add_argument("--gateway-port", type=int, default=8080)
     parser.add_argument("--cart-port", type=int, default=8081)
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS only (mutual) and ACL users instead of plain text (DESIGN.md §3b)",
+    )
     args = parser.parse_args(argv)
     console = Console(highlight=False, width=max(100, Console().width))
     spec = TopologySpec(
         redis_ports=tuple(int(p) for p in args.redis_ports.split(",")),
         sentinel_ports=tuple(int(p) for p in args.sentinel_ports.split(",")),
+        secure=args.secure,
     )
     topology = LocalTopology(args.run_dir, spec)
     ports = ServicePorts(args.gateway_port, args.cart_port)

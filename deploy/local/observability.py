@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from deploy.local.credentials import write_private
 from deploy.local.errors import PortInUse
 from deploy.local.processes import ManagedProcess, port_in_use
 from deploy.local.spec import Node
@@ -104,8 +105,8 @@ def start_observability(
             redis_exporter=[exporter] if exporter_program else [],
             gateway=[f"127.0.0.1:{services.gateway}"] if services else [],
             cart=[f"127.0.0.1:{services.cart}"] if services else [],
-            redis=_redis_urls(topology.redis_nodes) if exporter_program else [],
-            sentinel=_redis_urls(topology.sentinel_nodes) if exporter_program else [],
+            redis=_redis_urls(topology, topology.redis_nodes) if exporter_program else [],
+            sentinel=_redis_urls(topology, topology.sentinel_nodes) if exporter_program else [],
         )
         config = render_prometheus_config(
             targets, redis_exporter_address=exporter, scrape_interval=scrape_interval
@@ -118,8 +119,9 @@ def start_observability(
     return [process for process, _ in started]
 
 
-def _redis_urls(nodes: list[Node]) -> list[str]:
-    return [f"redis://{node.address}" for node in nodes]
+def _redis_urls(topology: LocalTopology, nodes: list[Node]) -> list[str]:
+    scheme = "rediss" if topology.spec.secure else "redis"
+    return [f"{scheme}://{node.address}" for node in nodes]
 
 
 def _start_redis_exporter(topology: LocalTopology, program: str, port: int) -> ManagedProcess:
@@ -134,13 +136,32 @@ def _start_redis_exporter(topology: LocalTopology, program: str, port: int) -> M
         # as a failed scrape of the exporter.
         "-connection-timeout=1s",
     ]
-    if topology.spec.password:
+    credentials = topology.credentials
+    if credentials is not None:
+        # Secure mode: the `exporter` user over mutual TLS on nodes and sentinels, its
+        # password in a 0600 file. No CONFIG GET (-config-command=-): it would hand the
+        # exporter masterauth, and deploy/redis/users.acl does not allow it.
+        urls = _redis_urls(topology, [*topology.redis_nodes, *topology.sentinel_nodes])
+        password_file = write_private(
+            directory / "passwords.json",
+            json.dumps(dict.fromkeys(urls, credentials.password("exporter"))),
+        )
+        tls = credentials.client_tls
+        argv += [
+            "-redis.user=exporter",
+            f"-redis.password-file={password_file}",
+            f"-tls-ca-cert-file={tls.ca_file}",
+            f"-tls-client-cert-file={tls.cert_file}",
+            f"-tls-client-key-file={tls.key_file}",
+            "-config-command=-",
+        ]
+    elif topology.spec.password:
         # A map from target URL to password, so the password stays out of the command line
         # and the sentinels (which have none locally) are asked without one.
         passwords = directory / "passwords.json"
         passwords.unlink(missing_ok=True)
         passwords.touch(mode=0o600)
-        urls = _redis_urls(topology.redis_nodes)
+        urls = _redis_urls(topology, topology.redis_nodes)
         passwords.write_text(json.dumps(dict.fromkeys(urls, topology.spec.password)))
         argv.append(f"-redis.password-file={passwords}")
     process = ManagedProcess(

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from deploy.local.credentials import TLSFiles
 from deploy.local.errors import NotReady, TopologyError
 from deploy.local.processes import ManagedProcess, liveness, log_tail
 from deploy.local.spec import Node, TopologySpec
@@ -24,25 +26,47 @@ POLL_INTERVAL = 0.1
 T = TypeVar("T")
 
 
-def connect(node: Node, password: str | None) -> redis.Redis:
-    """A sync client for one node that fails fast instead of retrying (close it after).
+@dataclass(frozen=True)
+class Login:
+    """Who a client is to the nodes. The plain topology: its password, if any, on the Redis
+    nodes only (its sentinels have none). Secure mode (`tls` set): one ACL user over mutual
+    TLS, on Redis nodes and sentinels alike."""
 
-    Sentinels get no password: the topology only protects the Redis nodes.
-    """
+    password: str | None = None
+    username: str | None = None
+    tls: TLSFiles | None = None
+
+    def client_kwargs(self, node: Node) -> dict[str, Any]:
+        """Keywords for a redis-py client (sync or asyncio) of `node`."""
+        if self.tls is None:
+            return {"password": self.password if node.kind == "redis" else None}
+        return {
+            "username": self.username,
+            "password": self.password,
+            "ssl": True,
+            "ssl_ca_certs": str(self.tls.ca_file),
+            "ssl_certfile": str(self.tls.cert_file),
+            "ssl_keyfile": str(self.tls.key_file),
+            "ssl_check_hostname": True,
+        }
+
+
+def connect(node: Node, login: Login) -> redis.Redis:
+    """A sync client for one node that fails fast instead of retrying (close it after)."""
     return redis.Redis(
         host=node.host,
         port=node.port,
-        password=password if node.kind == "redis" else None,
         socket_timeout=PROBE_TIMEOUT,
         socket_connect_timeout=PROBE_TIMEOUT,
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
+        **login.client_kwargs(node),
     )
 
 
-def ask(node: Node, password: str | None, question: Callable[[redis.Redis], T]) -> T:
+def ask(node: Node, login: Login, question: Callable[[redis.Redis], T]) -> T:
     """Open a connection, ask one question, close; raises redis.RedisError on no answer."""
-    with connect(node, password) as client:
+    with connect(node, login) as client:
         return question(client)
 
 
@@ -73,22 +97,22 @@ def master_state(client: redis.Redis, master_name: str) -> dict[str, str]:
     return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
-def ping_problems(node: Node, password: str | None) -> list[str]:
+def ping_problems(node: Node, login: Login) -> list[str]:
     """Empty once the node answers PING (a Redis node loading its AOF does not yet)."""
     try:
-        ask(node, password, lambda client: client.ping())
+        ask(node, login, lambda client: client.ping())
     except redis.RedisError as exc:
         return [f"{node.name} ({node.address}) does not answer PING yet ({exc})"]
     return []
 
 
-def replication_problems(spec: TopologySpec) -> list[str]:
+def replication_problems(spec: TopologySpec, login: Login) -> list[str]:
     """Empty once the master answers and every replica reports master_link_status:up."""
     master, *replicas = spec.redis_nodes
-    problems = ping_problems(master, spec.password)
+    problems = ping_problems(master, login)
     for replica in replicas:
         try:
-            info = ask(replica, spec.password, replication_info)
+            info = ask(replica, login, replication_info)
         except redis.RedisError as exc:
             problems.append(f"{replica.name} ({replica.address}): no answer ({exc})")
             continue
@@ -98,7 +122,7 @@ def replication_problems(spec: TopologySpec) -> list[str]:
     return problems
 
 
-def sentinel_problems(spec: TopologySpec) -> list[str]:
+def sentinel_problems(spec: TopologySpec, login: Login) -> list[str]:
     """Empty once every sentinel names the first node as master, knows all the replicas and
     the other sentinels, and SENTINEL CKQUORUM succeeds."""
     master = spec.redis_nodes[0]
@@ -108,8 +132,8 @@ def sentinel_problems(spec: TopologySpec) -> list[str]:
     for sentinel in spec.sentinel_nodes:
         where = f"{sentinel.name} ({sentinel.address})"
         try:
-            named = ask(sentinel, None, lambda c: named_master(c, spec.master_name))
-            state = ask(sentinel, None, lambda c: master_state(c, spec.master_name))
+            named = ask(sentinel, login, lambda c: named_master(c, spec.master_name))
+            state = ask(sentinel, login, lambda c: master_state(c, spec.master_name))
             if named != master.address:
                 problems.append(f"{where}: names master {named}, want {master.address}")
             elif int(state["num-slaves"]) < want_replicas:
@@ -120,17 +144,17 @@ def sentinel_problems(spec: TopologySpec) -> list[str]:
                     "other sentinels"
                 )
             else:
-                ask(sentinel, None, lambda c: command(c, "SENTINEL", "CKQUORUM", spec.master_name))
+                ask(sentinel, login, lambda c: command(c, "SENTINEL", "CKQUORUM", spec.master_name))
         except redis.RedisError as exc:
             problems.append(f"{where}: {exc}")
     return problems
 
 
-def describe(node: Node, spec: TopologySpec) -> tuple[str, str]:
+def describe(node: Node, spec: TopologySpec, login: Login) -> tuple[str, str]:
     """The role a node reports and a one-line detail, for `status`."""
     if node.kind == "sentinel":
-        named = ask(node, None, lambda c: named_master(c, spec.master_name))
-        state = ask(node, None, lambda c: master_state(c, spec.master_name))
+        named = ask(node, login, lambda c: named_master(c, spec.master_name))
+        state = ask(node, login, lambda c: master_state(c, spec.master_name))
         # Flags other than "master" say why this view may be changing (s_down, failover, ...).
         flags = [flag for flag in state["flags"].split(",") if flag != "master"]
         return "sentinel", (
@@ -138,7 +162,7 @@ def describe(node: Node, spec: TopologySpec) -> tuple[str, str]:
             f"{state['num-other-sentinels']} other sentinels"
             + (f" ({','.join(flags)})" if flags else "")
         )
-    reply = ask(node, spec.password, role)
+    reply = ask(node, login, role)
     if reply[0] == "master":
         return "master", f"{len(reply[2])} replica(s) connected"
     return "replica", f"of {reply[1]}:{reply[2]}, link {reply[3]}"

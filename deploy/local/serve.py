@@ -13,6 +13,8 @@ from pathlib import Path
 
 import uvicorn
 
+from deploy.local.credentials import write_private
+
 SERVICE_APPS = {"gateway": "services.gateway.app:app", "cart": "services.cart.app:app"}
 
 
@@ -27,8 +29,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def write_env_file(path: Path, values: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    """`NAME=value` lines in a file of mode 0600: the values may hold Redis passwords."""
+    write_private(path, "".join(f"{name}={value}\n" for name, value in values.items()))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -40,6 +40,9 @@ class TopologySpec:
     failover_timeout_ms: int = 3000
     min_replicas_to_write: int = 1
     min_replicas_max_lag: int = 10
+    # DESIGN §3b: TLS only (mutual) on every port, links included, and ACL users with
+    # generated passwords (deploy/local/credentials.py) instead of `password`.
+    secure: bool = False
     # For partition tests: the first Redis node (the one that starts as master) runs in this
     # network namespace at `netns_host`; everything else stays at `host` in the root one.
     netns: str | None = None
@@ -61,6 +64,10 @@ class TopologySpec:
             # Sentinel 7.0 writes auth-pass back into its config unquoted when it rewrites it,
             # so such a password would leave a config that a restarted sentinel cannot read.
             raise TopologyError("the Redis password must not contain spaces, quotes or \\")
+        if self.secure and self.password is not None:
+            raise TopologyError(
+                "a secure topology has ACL users with generated passwords; it takes no --password"
+            )
         if (self.netns is None) != (self.netns_host is None):
             raise TopologyError("netns and netns_host go together: give both or neither")
         if not 1 <= self.quorum <= len(self.sentinel_ports):

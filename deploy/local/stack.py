@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -17,6 +18,7 @@ from deploy.local.errors import NotReady, PortInUse
 from deploy.local.processes import ManagedProcess, liveness, log_tail, port_in_use
 from deploy.local.serve import write_env_file
 from deploy.local.topology import LocalTopology
+from sessionlib.config import env_variable
 
 REPO = Path(__file__).resolve().parents[2]
 # The cart first: the gateway forwards to it.
@@ -34,23 +36,34 @@ class ServicePorts:
         return int(getattr(self, service))
 
 
+def settings_environment(path: str, settings: dict[str, Any]) -> dict[str, str]:
+    """Nested sessionlib settings under `path` as the SESSIONLIB_* variables that set them
+    (lists as JSON, booleans as true/false)."""
+    env: dict[str, str] = {}
+    for name, value in settings.items():
+        if isinstance(value, dict):
+            env.update(settings_environment(f"{path}.{name}", value))
+        elif isinstance(value, list):
+            env[env_variable(f"{path}.{name}")] = json.dumps(value)
+        elif isinstance(value, bool):
+            env[env_variable(f"{path}.{name}")] = "true" if value else "false"
+        else:
+            env[env_variable(f"{path}.{name}")] = str(value)
+    return env
+
+
 def service_environment(topology: LocalTopology, ports: ServicePorts) -> dict[str, str]:
-    """What both services are configured with: the dev profile on this topology, with
-    durability on (WAIT for one replica, refuse the write otherwise)."""
-    sentinels = [f"{host}:{port}" for host, port in topology.sentinel_addresses]
-    env = {
+    """What both services are configured with: the dev profile on this topology (in secure
+    mode as the `sessionlib` user over mutual TLS), with durability on (WAIT for one
+    replica, refuse the write otherwise)."""
+    return {
         "PYTHONUNBUFFERED": "1",
         "SESSIONLIB_PROFILE": "dev",
-        "SESSIONLIB_REDIS__MODE": "sentinel",
-        "SESSIONLIB_REDIS__SENTINELS": json.dumps(sentinels),
-        "SESSIONLIB_REDIS__MASTER_NAME": topology.master_name,
+        **settings_environment("redis", topology.redis_settings()),
         "SESSIONLIB_SESSION__DURABILITY__REPLICAS": "1",
         "SESSIONLIB_SESSION__DURABILITY__ON_SHORTFALL": "fail",
         "GATEWAY_CART_URL": f"http://127.0.0.1:{ports.cart}",
     }
-    if topology.spec.password:
-        env["SESSIONLIB_REDIS__PASSWORD"] = topology.spec.password
-    return env
 
 
 def service_url(ports: ServicePorts, service: str) -> str:

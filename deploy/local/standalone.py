@@ -62,7 +62,7 @@ class StandaloneRedis:
 
     def client(self) -> redis.Redis:
         """A sync client that fails fast instead of retrying (close it after)."""
-        return probes.connect(self.node, self.password)
+        return probes.connect(self.node, probes.Login(password=self.password))
 
     def start(self, timeout: float = 10.0) -> None:
         """Start with empty data and return once it answers PING."""
@@ -144,6 +144,6 @@ class StandaloneRedis:
         probes.wait_until(
             time.monotonic() + timeout,
             f"redis on {self.node.address} did not answer within {timeout:g}s (log: {process.log})",
-            lambda: probes.ping_problems(self.node, self.password),
+            lambda: probes.ping_problems(self.node, probes.Login(password=self.password)),
             [process],
         )

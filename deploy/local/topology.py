@@ -13,11 +13,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from deploy.local import probes
 from deploy.local.configs import write_redis_conf, write_sentinel_conf
+from deploy.local.credentials import Credentials, private_dir
 from deploy.local.errors import AlreadyRunning, PortInUse, TopologyError
 from deploy.local.processes import (
     Liveness,
@@ -73,6 +75,7 @@ class LocalTopology:
             state = load_state(self.state_path)
             spec = TopologySpec.from_settings(state.settings) if state else TopologySpec()
         self.spec = spec
+        self._credentials: Credentials | None = None
 
     # --- what the topology is ------------------------------------------------------------
 
@@ -94,6 +97,51 @@ class LocalTopology:
         return [(node.host, node.port) for node in self.sentinel_nodes]
 
     @property
+    def credentials(self) -> Credentials | None:
+        """The CA, certificates and ACL passwords of a secure topology (None otherwise), as
+        `up` wrote them into the run directory."""
+        if self.spec.secure and self._credentials is None:
+            self._credentials = Credentials.load(self.run_dir)
+        return self._credentials
+
+    def login(self, user: str = "admin") -> probes.Login:
+        """How `user` logs in to the nodes; the plain topology has users in name only: its
+        password (if any) on the Redis nodes, whoever asks."""
+        credentials = self.credentials
+        if credentials is None:
+            return probes.Login(password=self.spec.password)
+        return probes.Login(credentials.password(user), user, credentials.client_tls)
+
+    def redis_settings(self) -> dict[str, Any]:
+        """sessionlib's `redis` settings for this topology, as the services get them: Sentinel
+        mode and, when secure, the `sessionlib` user over mutual TLS to nodes and sentinels
+        (with the host name checked against the certificates)."""
+        settings: dict[str, Any] = {
+            "mode": "sentinel",
+            "sentinels": [f"{host}:{port}" for host, port in self.sentinel_addresses],
+            "master_name": self.master_name,
+        }
+        credentials = self.credentials
+        if credentials is None:
+            if self.spec.password:
+                settings["password"] = self.spec.password
+            return settings
+        password = credentials.password("sessionlib")
+        tls = credentials.client_tls
+        return settings | {
+            "username": "sessionlib",
+            "password": password,
+            "sentinel_username": "sessionlib",
+            "sentinel_password": password,
+            "tls": {
+                "enabled": True,
+                "ca_file": str(tls.ca_file),
+                "cert_file": str(tls.cert_file),
+                "key_file": str(tls.key_file),
+            },
+        }
+
+    @property
     def processes(self) -> list[ManagedProcess]:
         """Every process recorded in the state file, of any kind."""
         state = load_state(self.state_path)
@@ -113,7 +161,7 @@ class LocalTopology:
 
     def client(self, ref: NodeRef) -> redis.Redis:
         """A sync client for one node that fails fast instead of retrying (close it after)."""
-        return probes.connect(self.node(ref), self.spec.password)
+        return probes.connect(self.node(ref), self.login())
 
     # --- start and stop --------------------------------------------------------------------
 
@@ -136,8 +184,13 @@ class LocalTopology:
         self._forget_crashed_run()
         self._check_ports_free()
         self._clear_previous_run()
+        if self.spec.secure:
+            # Fresh like the data: a new CA, new certificates and new passwords on every `up`.
+            hosts = tuple(node.host for node in [*self.redis_nodes, *self.sentinel_nodes])
+            self._credentials = Credentials.create(private_dir(self.run_dir), hosts)
         deadline = time.monotonic() + timeout
         master = self.redis_nodes[0]
+        login = self.login()
         try:
             for node in self.redis_nodes:
                 replica_of = None if node == master else (master.host, master.port)
@@ -145,7 +198,7 @@ class LocalTopology:
             probes.wait_until(
                 deadline,
                 f"Redis replication not ready after {timeout:g}s; logs in {self._log_dir}",
-                lambda: probes.replication_problems(self.spec),
+                lambda: probes.replication_problems(self.spec, login),
                 self.processes,
             )
             for node in self.sentinel_nodes:
@@ -153,7 +206,7 @@ class LocalTopology:
             probes.wait_until(
                 deadline,
                 f"sentinels did not agree after {timeout:g}s; logs in {self._log_dir}",
-                lambda: probes.sentinel_problems(self.spec),
+                lambda: probes.sentinel_problems(self.spec, login),
                 self.processes,
             )
         except BaseException:
@@ -210,7 +263,7 @@ class LocalTopology:
             role, detail = "-", ""
             if state == "alive":
                 try:
-                    role, detail = probes.describe(node, self.spec)
+                    role, detail = probes.describe(node, self.spec, self.login())
                 except redis.RedisError as exc:
                     role, detail = "?", f"no answer ({exc})"
             rows.append(
@@ -259,7 +312,7 @@ class LocalTopology:
         probes.wait_until(
             time.monotonic() + timeout,
             f"{node.name} did not answer after restart within {timeout:g}s",
-            lambda: probes.ping_problems(node, self.spec.password),
+            lambda: probes.ping_problems(node, self.login()),
             [process],
         )
         return node
@@ -396,12 +449,12 @@ class LocalTopology:
         self, node: Node, program: str, replica_of: tuple[str, int] | None
     ) -> ManagedProcess:
         directory = self.run_dir / node.name
-        config = write_redis_conf(directory, node, self.spec, replica_of)
+        config = write_redis_conf(directory, node, self.spec, replica_of, self.credentials)
         return self._process_record(node, [program, str(config)], directory)
 
     def _sentinel_process(self, node: Node, program: str, master: Node) -> ManagedProcess:
         directory = self.run_dir / node.name
-        config = write_sentinel_conf(directory, node, self.spec, master)
+        config = write_sentinel_conf(directory, node, self.spec, master, self.credentials)
         return self._process_record(node, [program, str(config)], directory)
 
     def _process_record(self, node: Node, argv: list[str], directory: Path) -> ManagedProcess:
@@ -432,7 +485,7 @@ class LocalTopology:
         return node, process
 
     def _ask(self, node: Node, question: Callable[[redis.Redis], probes.T]) -> probes.T:
-        return probes.ask(node, self.spec.password, question)
+        return probes.ask(node, self.login(), question)
 
     def _sentinel_views(self) -> dict[str, str | None]:
         """The master each running sentinel names (None: no answer); paused ones are skipped."""

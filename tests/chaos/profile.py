@@ -19,6 +19,8 @@ class ChaosProfile:
     cooldown_seconds: float
     kill_repeats: int
     kill_repeats_without_durability: int
+    # The same kills with TLS and ACL users (DESIGN §3b): the secure topology recovers alike.
+    kill_repeats_secure: int
     hold_seconds: float
 
 
@@ -32,6 +34,7 @@ PROFILES = {
         cooldown_seconds=3.0,
         kill_repeats=2,
         kill_repeats_without_durability=1,
+        kill_repeats_secure=1,
         hold_seconds=3.0,
     ),
     "full": ChaosProfile(
@@ -43,6 +46,7 @@ PROFILES = {
         cooldown_seconds=5.0,
         kill_repeats=5,
         kill_repeats_without_durability=5,
+        kill_repeats_secure=3,
         hold_seconds=5.0,
     ),
 }

@@ -33,11 +33,7 @@ def chaos_settings(topology: LocalTopology, *, durability: bool, stale_reads: bo
     """The library as a service would configure it, except the knobs under test."""
     return load_settings(
         "dev",
-        redis={
-            "mode": "sentinel",
-            "sentinels": [f"{host}:{port}" for host, port in topology.sentinel_addresses],
-            "master_name": topology.master_name,
-        },
+        redis=topology.redis_settings(),
         session={
             "durability": {"replicas": 1 if durability else 0, "on_shortfall": "fail"},
             "stale_reads_during_failover": stale_reads,
@@ -60,7 +56,7 @@ async def run_scenario(
     try:
         sessions = await create_sessions(store, profile.workers * profile.sessions_per_worker)
         record = RunRecord()
-        events = SentinelEvents(topology.sentinel_addresses, record)
+        events = SentinelEvents(topology, record)
         load = LoadGenerator(
             store, sessions, record, workers=profile.workers, think_seconds=profile.think_seconds
         )

@@ -8,6 +8,8 @@ import contextlib
 
 from redis.asyncio import Redis
 
+from deploy.local.spec import Node
+from deploy.local.topology import LocalTopology
 from tests.chaos.records import RunRecord
 
 # The announcements that tell the story of a failover; the rest is noise on a timeline.
@@ -17,14 +19,14 @@ WATCHED = ("+sdown", "-sdown", "+odown", "-odown", "+switch-master", "+convert-t
 class SentinelEvents:
     """One subscription per sentinel, re-established while its sentinel is down."""
 
-    def __init__(self, addresses: list[tuple[str, int]], record: RunRecord) -> None:
-        self.addresses = addresses
+    def __init__(self, topology: LocalTopology, record: RunRecord) -> None:
+        self.topology = topology
         self.record = record
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._follow(a)) for a in self.addresses]
+        self._tasks = [asyncio.create_task(self._follow(s)) for s in self.topology.sentinel_nodes]
 
     async def stop(self) -> None:
         # redis-py can turn a cancellation inside a read into a ConnectionError: the flag
@@ -35,9 +37,13 @@ class SentinelEvents:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2.0)
 
-    async def _follow(self, address: tuple[str, int]) -> None:
+    async def _follow(self, sentinel: Node) -> None:
+        # In secure mode as the admin user over mutual TLS, like the topology's own probes.
+        login = self.topology.login().client_kwargs(sentinel)
         while not self._stopping:
-            client = Redis(host=address[0], port=address[1], socket_connect_timeout=1.0)
+            client = Redis(
+                host=sentinel.host, port=sentinel.port, socket_connect_timeout=1.0, **login
+            )
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(*WATCHED)

@@ -33,6 +33,29 @@ async def test_repeated_master_kills_lose_no_acknowledged_write(local_topology, 
     assert verdict.acknowledged_after_last_fault > 0
 
 
+async def test_master_kills_over_tls_with_acl_users_lose_no_acknowledged_write(
+    secure_topology, profile
+):
+    outcome = await run_scenario(
+        "kill master, TLS + ACL",
+        secure_topology,
+        lambda record: kill_master_repeatedly(
+            secure_topology,
+            record,
+            repeats=profile.kill_repeats_secure,
+            settle_seconds=SETTLE_SECONDS,
+        ),
+        profile,
+    )
+    verdict = outcome.verdict
+    assert verdict.lost == []
+    assert verdict.phantom_sessions == []
+    assert len(verdict.windows) == profile.kill_repeats_secure
+    assert all(w.switch_master is not None for w in verdict.windows)
+    assert max(verdict.outages) < OUTAGE_BOUND_SECONDS
+    assert verdict.acknowledged_after_last_fault > 0
+
+
 async def test_master_kills_without_durability_recover_and_report_their_losses(
     local_topology, profile
 ):
