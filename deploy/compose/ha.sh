@@ -8,7 +8,9 @@
 #   deploy/compose/ha.sh compose ARGS...   any other compose command, same files and project
 #
 # Environment: HA_ENV_FILE (default .env); HA_NETWORK=host for host networking on Linux
-# (deploy/compose/hostnet.yml, see below); HA_OVERRIDES (more compose files, space-separated);
+# (deploy/compose/hostnet.yml, see below); HA_TLS=1 for the TLS variant (deploy/compose/tls.yml,
+# certificates issued once into HA_TLS_DIR, default .run/compose/tls, with HA_PYTHON, default
+# .venv/bin/python); HA_OVERRIDES (more compose files, space-separated);
 # HA_PROJECT (default sessionlib-ha); HA_COMPOSE (force "docker compose" or "docker-compose");
 # HA_WAIT_SECONDS (default 300).
 set -euo pipefail
@@ -17,6 +19,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 env_file=${HA_ENV_FILE:-$root/.env}
 project=${HA_PROJECT:-sessionlib-ha}
 network=${HA_NETWORK:-bridge}
+tls=${HA_TLS:-0}
+tls_dir=${HA_TLS_DIR:-$root/.run/compose/tls}
 wait_seconds=${HA_WAIT_SECONDS:-300}
 
 die() {
@@ -48,6 +52,8 @@ select_files() {
 	local override
 	files=(-f "$root/docker-compose.ha.yml")
 	[[ $network == host ]] && files+=(-f "$root/deploy/compose/hostnet.yml")
+	# After hostnet.yml: it only adds to the services, whatever network they are on.
+	[[ $tls == 1 ]] && files+=(-f "$root/deploy/compose/tls.yml")
 	for override in ${HA_OVERRIDES:-}; do
 		[[ $override = /* ]] || override=$root/$override
 		[[ -f $override ]] || die "override file $override does not exist"
@@ -71,23 +77,48 @@ use_host_network_config() {
 	files=(-f "$resolved_config")
 }
 
+# The TLS variant reads its certificates from the host: issued once (a CA of the stack's own),
+# kept until the directory is deleted. The exporter's and Prometheus' target URIs become
+# rediss:// (HA_REDIS_SCHEME, read by the compose files).
+prepare_tls() {
+	if [[ $tls != 1 ]]; then
+		export HA_REDIS_SCHEME=redis
+		return 0
+	fi
+	[[ $tls_dir = /* ]] || tls_dir=$root/$tls_dir
+	local python=${HA_PYTHON:-$root/.venv/bin/python}
+	[[ -x $python ]] || die "HA_TLS=1 needs $python with the project installed (make setup)"
+	(cd "$root" && "$python" -m deploy.compose.certificates "$tls_dir")
+	export HA_TLS_DIR=$tls_dir HA_REDIS_SCHEME=rediss
+}
+
 random_secret() {
 	od -An -N24 -tx1 /dev/urandom | tr -d ' \n'
 }
 
 # First use: .env from .env.example, every empty *_PASSWORD= line given a fresh random value,
-# so no shared default password exists anywhere.
+# so no shared default password exists anywhere. Later: a password .env.example gained since
+# (a new ACL user) is appended with a random value, and nothing else is touched.
 ensure_env_file() {
-	[[ -f $env_file ]] && return
-	local line
-	(
-		umask 077
-		while IFS= read -r line; do
-			[[ $line =~ ^[A-Z_]*PASSWORD=$ ]] && line+=$(random_secret)
-			printf '%s\n' "$line"
-		done <"$root/.env.example" >"$env_file"
-	)
-	echo "ha.sh: created $env_file with random passwords (see .env.example)"
+	local line name
+	if [[ ! -f $env_file ]]; then
+		(
+			umask 077
+			while IFS= read -r line; do
+				[[ $line =~ ^[A-Z_]*PASSWORD=$ ]] && line+=$(random_secret)
+				printf '%s\n' "$line"
+			done <"$root/.env.example" >"$env_file"
+		)
+		echo "ha.sh: created $env_file with random passwords (see .env.example)"
+		return 0
+	fi
+	while IFS= read -r line; do
+		[[ $line =~ ^([A-Z_]*PASSWORD)=$ ]] || continue
+		name=${BASH_REMATCH[1]}
+		grep -q "^$name=" "$env_file" && continue
+		printf '%s=%s\n' "$name" "$(random_secret)" >>"$env_file"
+		echo "ha.sh: added a random $name to $env_file (see .env.example)"
+	done <"$root/.env.example"
 }
 
 env_value() {
@@ -149,6 +180,7 @@ main() {
 		;;
 	*) ensure_env_file ;;
 	esac
+	prepare_tls
 	select_files
 	case $command in
 	up)

@@ -26,6 +26,27 @@ quote() {
 	printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
 }
 
+# The ACL users of deploy/redis/users.acl and sentinel-users.acl (DESIGN §3b); each has one
+# password, the same on every node and sentinel, in <USER>_PASSWORD.
+ACL_USERS="admin sessionlib replica sentinel exporter"
+
+# render_acl TEMPLATE OUT: an ACL template as Redis reads it, rendered as deploy/local renders
+# it: comment and blank lines dropped, each <USER>_PASSWORD_HASH placeholder filled with the
+# hex SHA-256 of <USER>_PASSWORD. The file holds no password (and is private all the same).
+render_acl() {
+	for _user in $ACL_USERS; do
+		_name=$(printf '%s_PASSWORD' "$_user" | tr '[:lower:]' '[:upper:]')
+		need "$_name"
+		eval "_password=\$$_name"
+		# shellcheck disable=SC2154 # set by the eval above
+		_hash=$(printf '%s' "$_password" | sha256sum | awk '{ print $1 }')
+		eval "${_name}_HASH=\$_hash; export ${_name}_HASH"
+	done
+	grep -v -e '^#' -e '^[[:space:]]*$' "$1" >"$2.rules"
+	render "$2.rules" "$2"
+	rm -f "$2.rules"
+}
+
 # Replaces each ${NAME} in a template by the exported variable NAME. A placeholder nobody set
 # stops the start instead of reaching Redis or Prometheus as a literal, as deploy/local does.
 render() {

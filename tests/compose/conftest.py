@@ -52,12 +52,16 @@ def docker_engine() -> Iterator[PrivateDockerEngine]:
         engine.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["plain", "tls"])
 def ha_stack(
-    docker_engine: PrivateDockerEngine, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    docker_engine: PrivateDockerEngine,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[HaStack]:
-    """The stack built from local images only and up and healthy, on ports of its own; torn
-    down with its volumes at the end. Timings go to .run/compose/timings.json."""
+    """The stack built from local images only and up and healthy, on ports of its own, plain
+    and then with TLS (deploy/compose/tls.yml), ACL users in both; torn down with its volumes
+    at the end of each. Timings go to .run/compose/timings-<variant>.json."""
+    variant = str(request.param)
     report_dir = REPO / ".run" / "compose"
     report_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -70,9 +74,10 @@ def ha_stack(
 
     stack = HaStack.create(
         docker_engine,
-        tmp_path_factory.mktemp("compose"),
+        tmp_path_factory.mktemp(f"compose-{variant}"),
         find_free_ports(len(PORT_NAMES)),
-        project=f"sessionlib-test-{os.getpid()}",
+        project=f"sessionlib-test-{variant}-{os.getpid()}",
+        tls=variant == "tls",
     )
     stack.timings.update(timings)
     timings = stack.timings
@@ -86,9 +91,9 @@ def ha_stack(
         timings["up until healthy"] = time.monotonic() - mark
         yield stack
     finally:
-        stack.save_logs(report_dir / "last-run-logs.txt")
+        stack.save_logs(report_dir / f"last-run-logs-{variant}.txt")
         mark = time.monotonic()
         stack.ha("down", "--volumes", "--timeout", "5")
         timings["down"] = time.monotonic() - mark
         timings["total"] = time.monotonic() - started
-        (report_dir / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+        (report_dir / f"timings-{variant}.json").write_text(json.dumps(timings, indent=2) + "\n")

@@ -1,14 +1,17 @@
-"""docker-compose.ha.yml brought up for real on a private Docker engine, in host-network mode.
-The test's own ports and passwords go into an env file; deploy/compose/ha.sh does the rest."""
+"""docker-compose.ha.yml brought up for real on a private Docker engine, in host-network mode,
+plain or TLS (deploy/compose/tls.yml). The test's own ports and passwords go into an env file;
+deploy/compose/ha.sh does the rest, certificates included."""
 
 from __future__ import annotations
 
 import json
 import secrets
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.sentinel import Sentinel
@@ -45,6 +48,8 @@ SERVICES = (
     "prometheus",
 )
 MASTER_NAME = "mymaster"
+# The users of deploy/redis/users.acl, each with its password in the env file.
+ACL_USERS = ("admin", "sessionlib", "replica", "sentinel", "exporter")
 
 
 @dataclass
@@ -55,14 +60,20 @@ class HaStack:
     env_file: Path
     project: str
     ports: dict[str, int]
-    redis_password: str = field(repr=False)
-    sentinel_password: str = field(repr=False)
-    # Seconds per step, written to .run/compose/timings.json at the end of the run.
+    passwords: dict[str, str] = field(repr=False)
+    # The TLS variant: certificates issued by ha.sh into tls_dir.
+    tls_dir: Path | None = None
+    # Seconds per step, written to .run/compose/timings-<variant>.json at the end of the run.
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def create(
-        cls, engine: PrivateDockerEngine, directory: Path, ports: list[int], project: str
+        cls,
+        engine: PrivateDockerEngine,
+        directory: Path,
+        ports: list[int],
+        project: str,
+        tls: bool = False,
     ) -> HaStack:
         """Write the env file for a run on `ports` (as many as PORT_NAMES)."""
         stack = cls(
@@ -70,13 +81,12 @@ class HaStack:
             env_file=directory / "ha.env",
             project=project,
             ports=dict(zip(PORT_NAMES, ports, strict=True)),
-            redis_password=secrets.token_hex(16),
-            sentinel_password=secrets.token_hex(16),
+            passwords={user: secrets.token_hex(16) for user in ACL_USERS},
+            tls_dir=directory / "tls" if tls else None,
         )
         lines = [f"{name}={port}" for name, port in stack.ports.items()]
+        lines += [f"REDIS_{user.upper()}_PASSWORD={pw}" for user, pw in stack.passwords.items()]
         lines += [
-            f"REDIS_PASSWORD={stack.redis_password}",
-            f"SENTINEL_PASSWORD={stack.sentinel_password}",
             f"GRAFANA_ADMIN_PASSWORD={secrets.token_hex(8)}",
             # The local topology's timings (DESIGN §6), so a failover takes seconds.
             "SENTINEL_DOWN_AFTER_MS=1000",
@@ -86,8 +96,8 @@ class HaStack:
         stack.env_file.write_text("\n".join(lines) + "\n")
         return stack
 
-    def ha(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """deploy/compose/ha.sh ARGS for this project, on the private engine, host network."""
+    def ha_env(self) -> dict[str, str]:
+        """What ha.sh is run with: the private engine, host network, this project and variant."""
         env = self.engine.env()
         env.update(
             HA_ENV_FILE=str(self.env_file),
@@ -95,9 +105,15 @@ class HaStack:
             HA_PROJECT=self.project,
             HA_WAIT_SECONDS="240",
         )
+        if self.tls_dir is not None:
+            env.update(HA_TLS="1", HA_TLS_DIR=str(self.tls_dir), HA_PYTHON=sys.executable)
+        return env
+
+    def ha(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """deploy/compose/ha.sh ARGS for this project, on the private engine, host network."""
         result = subprocess.run(
             ["bash", str(HA_SCRIPT), *args],
-            env=env,
+            env=self.ha_env(),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -132,15 +148,27 @@ class HaStack:
                 return f"redis-{number}"
         raise AssertionError(f"no Redis node of the stack listens on {port}")
 
+    def login(self, user: str = "admin") -> dict[str, Any]:
+        """redis-py keywords of a host client logged in as `user` (over mutual TLS, with the
+        client certificate ha.sh issued, in the TLS variant)."""
+        kwargs: dict[str, Any] = {
+            "username": user,
+            "password": self.passwords[user],
+            "socket_timeout": 1,
+        }
+        if self.tls_dir is not None:
+            kwargs.update(
+                ssl=True,
+                ssl_ca_certs=str(self.tls_dir / "ca.crt"),
+                ssl_certfile=str(self.tls_dir / "client.crt"),
+                ssl_keyfile=str(self.tls_dir / "client.key"),
+            )
+        return kwargs
+
     def sentinel(self) -> Sentinel:
         """A client on the host that finds the master through the stack's sentinels."""
         addresses = [("127.0.0.1", self.ports[f"SENTINEL_{n}_PORT"]) for n in (1, 2, 3)]
-        return Sentinel(
-            addresses,
-            sentinel_kwargs={"password": self.sentinel_password, "socket_timeout": 1},
-            password=self.redis_password,
-            socket_timeout=1,
-        )
+        return Sentinel(addresses, sentinel_kwargs=self.login(), **self.login())
 
     def master_address(self) -> tuple[str, int]:
         host, port = self.sentinel().discover_master(MASTER_NAME)
@@ -154,12 +182,7 @@ class HaStack:
         """Every container's log, for reading after a failed run."""
         with_logs = subprocess.run(
             ["bash", str(HA_SCRIPT), "logs", "--no-color", "--tail=300"],
-            env={
-                **self.engine.env(),
-                "HA_ENV_FILE": str(self.env_file),
-                "HA_NETWORK": "host",
-                "HA_PROJECT": self.project,
-            },
+            env=self.ha_env(),
             capture_output=True,
             text=True,
             timeout=120,

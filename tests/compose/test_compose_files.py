@@ -3,6 +3,7 @@ the Compose spec, Compose v1's own parser, the .env contract, ha.sh, and the ent
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,6 +26,11 @@ from tests.compose.stack import HA_SCRIPT, REPO
 
 COMPOSE_FILE = REPO / "docker-compose.ha.yml"
 HOSTNET_FILE = REPO / "deploy" / "compose" / "hostnet.yml"
+TLS_FILE = REPO / "deploy" / "compose" / "tls.yml"
+# Variables the compose files read that deploy/compose/ha.sh sets itself, not .env.
+SET_BY_HA_SCRIPT = {"HA_REDIS_SCHEME", "HA_TLS_DIR"}
+# The users of deploy/redis/users.acl, each with a password in .env.
+ACL_USERS = ("admin", "sessionlib", "replica", "sentinel", "exporter")
 ENV_EXAMPLE = REPO / ".env.example"
 COMPOSE_DIR = REPO / "deploy" / "compose"
 VENV_BIN = Path(sys.executable).parent
@@ -61,9 +67,16 @@ def _ha(*args: str, env_file: Path, network: str = "bridge", **env: str) -> str:
     )
 
 
-def _compose_config(tmp_path: Path, network: str) -> dict[str, object]:
+def _compose_config(tmp_path: Path, network: str, tls: bool = False) -> dict[str, object]:
+    variant = {"HA_TLS": "1", "HA_TLS_DIR": str(tmp_path / "tls")} if tls else {}
     config: dict[str, object] = yaml.safe_load(
-        _ha("config", env_file=_env_file(tmp_path), network=network, HA_COMPOSE="docker-compose")
+        _ha(
+            "config",
+            env_file=_env_file(tmp_path),
+            network=network,
+            HA_COMPOSE="docker-compose",
+            **variant,
+        )
     )
     return config
 
@@ -89,6 +102,7 @@ def test_compose_files_follow_the_compose_spec() -> None:
             "vendor.compose-spec",
             str(COMPOSE_FILE),
             str(HOSTNET_FILE),
+            str(TLS_FILE),
         ]
     )
 
@@ -134,16 +148,16 @@ def test_compose_refuses_to_start_without_passwords(tmp_path: Path, docker_compo
     )
 
     assert result.returncode != 0
-    assert "set REDIS_PASSWORD in .env" in result.stderr
+    assert re.search(r"set REDIS_[A-Z]+_PASSWORD in \.env", result.stderr), result.stderr
 
 
 def test_every_variable_the_files_read_is_documented_in_env_example() -> None:
     used = set()
-    for path in (COMPOSE_FILE, HOSTNET_FILE):
+    for path in (COMPOSE_FILE, HOSTNET_FILE, TLS_FILE):
         used |= set(re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", path.read_text()))
     documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), flags=re.M))
 
-    assert used - documented == set()
+    assert used - documented == SET_BY_HA_SCRIPT
     assert documented - used == set()
 
 
@@ -261,9 +275,120 @@ def test_ha_script_creates_env_file_with_fresh_random_passwords(tmp_path: Path) 
     def passwords(path: Path) -> list[str]:
         return re.findall(r"^[A-Z_]*PASSWORD=(.*)$", path.read_text(), flags=re.M)
 
-    assert [len(p) for p in passwords(first)] == [48, 48, 48]
+    # One per ACL user, and Grafana's.
+    assert [len(p) for p in passwords(first)] == [48] * (len(ACL_USERS) + 1)
     assert set(passwords(first)).isdisjoint(passwords(second))
     assert stat.S_IMODE(first.stat().st_mode) == 0o600
+
+
+def test_ha_script_adds_a_password_an_older_env_file_lacks_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    _stub(tmp_path, "docker", "exit 0")
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "HA_COMPOSE": "docker"}
+    env_file = _env_file(tmp_path)
+    older = re.sub(r"^REDIS_EXPORTER_PASSWORD=.*\n", "", env_file.read_text(), flags=re.M)
+    env_file.write_text(older)
+
+    _ha("config", env_file=env_file, **env)
+
+    assert env_file.read_text().startswith(older)
+    added = env_file.read_text()[len(older) :]
+    assert re.fullmatch(r"REDIS_EXPORTER_PASSWORD=[0-9a-f]{48}\n", added)
+
+
+def test_ha_script_issues_the_tls_certificates_once_naming_every_service(
+    tmp_path: Path, docker_compose_v1: str
+) -> None:
+    from cryptography import x509
+
+    _compose_config(tmp_path, "bridge", tls=True)
+    first = (tmp_path / "tls" / "server.crt").read_bytes()
+    _compose_config(tmp_path, "host", tls=True)
+
+    assert (tmp_path / "tls" / "server.crt").read_bytes() == first
+    names = x509.load_pem_x509_certificate(first).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    dns = set(names.value.get_values_for_type(x509.DNSName))
+    assert {f"redis-{n}" for n in (1, 2, 3)} | {f"sentinel-{n}" for n in (1, 2, 3)} <= dns
+    assert [str(ip) for ip in names.value.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert stat.S_IMODE((tmp_path / "tls" / "server.key").stat().st_mode) == 0o600
+    # The CA's key stays on the host, outside the directory the containers mount.
+    assert not (tmp_path / "tls" / "ca.key").exists()
+
+
+@pytest.mark.parametrize("network", ["bridge", "host"])
+def test_the_tls_variant_turns_tls_on_for_every_server_and_client(
+    tmp_path: Path, network: str, docker_compose_v1: str
+) -> None:
+    services = _compose_config(tmp_path, network, tls=True)["services"]
+    assert isinstance(services, dict)
+
+    for name in [f"redis-{n}" for n in (1, 2, 3)] + [f"sentinel-{n}" for n in (1, 2, 3)]:
+        assert services[name]["environment"]["TLS_SOURCE_DIR"] == "/opt/sessionlib/tls-source"
+        assert f"{tmp_path / 'tls'}:/opt/sessionlib/tls-source:ro" in services[name]["volumes"]
+    for name in ("gateway", "cart"):
+        env = services[name]["environment"]
+        assert env["SESSIONLIB_REDIS__TLS__ENABLED"] == "true"
+        assert env["SESSIONLIB_REDIS__TLS__VERIFY_HOSTNAME"] == "true"
+        # The plaintext variant's permission is withdrawn, not left behind.
+        assert env["SESSIONLIB_REDIS__TLS__ALLOW_PLAINTEXT"] == "false"
+        assert services[name]["depends_on"]["tls-files"]["condition"] == (
+            "service_completed_successfully"
+        )
+    targets = services["redis-exporter-auth"]["environment"]["EXPORTER_REDIS_TARGETS"].split()
+    assert targets and all(t.startswith("rediss://") for t in targets)
+    assert services["redis-exporter"]["command"][0].startswith("--redis.addr=rediss://")
+
+
+@pytest.mark.parametrize("network", ["bridge", "host"])
+def test_services_and_exporter_log_in_as_their_own_acl_users(
+    tmp_path: Path, network: str, docker_compose_v1: str
+) -> None:
+    services = _compose_config(tmp_path, network)["services"]
+    assert isinstance(services, dict)
+
+    for name in ("gateway", "cart"):
+        env = services[name]["environment"]
+        assert env["SESSIONLIB_REDIS__USERNAME"] == "sessionlib"
+        assert env["SESSIONLIB_REDIS__SENTINEL_USERNAME"] == "sessionlib"
+        assert env["SESSIONLIB_REDIS__PASSWORD"] == "pass-REDIS_SESSIONLIB_PASSWORD"
+        assert env["SESSIONLIB_REDIS__TLS__ALLOW_PLAINTEXT"] == "true"
+    assert "--redis.user=exporter" in services["redis-exporter"]["command"]
+    assert "--config-command=-" in services["redis-exporter"]["command"]
+    for name in ("redis-1", "sentinel-1"):
+        env = services[name]["environment"]
+        assert {f"{user.upper()}_PASSWORD" for user in ACL_USERS} <= set(env)
+        assert "REDIS_PASSWORD" not in env
+
+
+# Where a secret would be on a command line: redis-cli -a/--pass, redis-server
+# --requirepass/--masterauth, redis_exporter --redis.password.
+SECRET_ON_COMMAND_LINE = re.compile(
+    r"(?<![\w-])(-a|--pass|--requirepass|--masterauth|--redis\.password)(?=[ =])"
+)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_no_secret_is_ever_on_a_command_line(
+    tmp_path: Path, tls: bool, docker_compose_v1: str
+) -> None:
+    for network in ("bridge", "host"):
+        services = _compose_config(tmp_path, network, tls=tls)["services"]
+        assert isinstance(services, dict)
+        for name, service in services.items():
+            argv = [
+                *(service.get("entrypoint") or []),
+                *(service.get("command") or []),
+                *(service.get("healthcheck", {}).get("test") or []),
+            ]
+            assert not SECRET_ON_COMMAND_LINE.search(" ".join(argv)), f"{network}: {name}"
+            assert not [a for a in argv if "pass-" in a], f"{network}: {name} has a password"
+    for script in COMPOSE_DIR.glob("*.sh"):
+        for line in script.read_text().splitlines():
+            if re.search(r"redis-(cli|server)|prometheus|redis_exporter", line):
+                assert not SECRET_ON_COMMAND_LINE.search(line), f"{script.name}: {line}"
 
 
 def test_ha_script_down_without_env_file_starts_nothing(tmp_path: Path) -> None:
@@ -305,6 +430,8 @@ def _serve(config: Path, started: list[subprocess.Popen[bytes]], *extra: str) ->
             ["redis-server", str(config), *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # As the entrypoint execs it: Redis rewrites its config with the mode this allows.
+            umask=0o077,
         )
     )
 
@@ -319,26 +446,37 @@ def _wait_port(port: int) -> None:
     raise AssertionError(f"nothing listens on {port}")
 
 
-# Quotes, a backslash, a space and a dollar: what a hand-written .env might hold.
+# Quotes, a backslash, a space and a dollar: what a hand-written .env might hold. Fine for
+# users Redis only hashes or reads quoted; Sentinel writes its own password back unquoted.
 AWKWARD_PASSWORD = 'a"b\\c d$e'
+PASSWORDS = {
+    "ADMIN_PASSWORD": AWKWARD_PASSWORD,
+    "SESSIONLIB_PASSWORD": "app-secret",
+    "REPLICA_PASSWORD": AWKWARD_PASSWORD,
+    "SENTINEL_PASSWORD": "sentinel-secret",
+    "EXPORTER_PASSWORD": "exporter-secret",
+}
 
 
-def test_redis_and_sentinel_start_on_the_configs_the_entrypoint_renders(
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_redis_and_sentinel_start_on_the_configs_the_entrypoint_renders_with_acl_users(
     tmp_path: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
     redis_port, sentinel_port = find_free_ports(2)
     _render(
         "redis", tmp_path / "redis",
         REDIS_PORT=str(redis_port), REDIS_BIND="127.0.0.1", REDIS_ANNOUNCE_HOST="127.0.0.1",
-        REDIS_PASSWORD=AWKWARD_PASSWORD, REDIS_MIN_REPLICAS_TO_WRITE="0",
+        REDIS_MIN_REPLICAS_TO_WRITE="0", **PASSWORDS,
     )  # fmt: skip
     _render(
         "sentinel", tmp_path / "sentinel",
         SENTINEL_PORT=str(sentinel_port), SENTINEL_BIND="127.0.0.1",
         SENTINEL_ANNOUNCE_HOST="127.0.0.1", SENTINEL_MONITOR_HOST="127.0.0.1",
         SENTINEL_MONITOR_PORT=str(redis_port), SENTINEL_RESOLVE_HOSTNAMES="no",
-        SENTINEL_ANNOUNCE_HOSTNAMES="no", REDIS_PASSWORD=AWKWARD_PASSWORD,
-        SENTINEL_PASSWORD="sentinel-secret",
+        SENTINEL_ANNOUNCE_HOSTNAMES="no", **PASSWORDS,
     )  # fmt: skip
 
     _serve(tmp_path / "redis" / "redis.conf", started)
@@ -346,11 +484,20 @@ def test_redis_and_sentinel_start_on_the_configs_the_entrypoint_renders(
     _wait_port(redis_port)
     _wait_port(sentinel_port)
 
-    node = redis.Redis(port=redis_port, password=AWKWARD_PASSWORD, decode_responses=True)
-    assert node.ping()
+    node = redis.Redis(
+        port=redis_port, username="admin", password=AWKWARD_PASSWORD, decode_responses=True
+    )
     assert node.config_get("appendonly")["appendonly"] == "yes"
-    sentinel = redis.Redis(port=sentinel_port, password="sentinel-secret", decode_responses=True)
-    # auth-pass carries the awkward password intact: the sentinel logs in and sees a master.
+    app = redis.Redis(port=redis_port, username="sessionlib", password="app-secret")
+    assert app.hset("sessionlib:s:{x}", "a", "1") == 1
+    with pytest.raises(redis.RedisError, match=r"NOPERM|no permissions"):
+        app.set("elsewhere", "1")
+    with pytest.raises(redis.RedisError, match=r"NOAUTH|Authentication required"):
+        redis.Redis(port=redis_port).ping()
+    sentinel = redis.Redis(
+        port=sentinel_port, username="admin", password=AWKWARD_PASSWORD, decode_responses=True
+    )
+    # auth-user/auth-pass: the sentinel logs in to the node as "sentinel" and sees a master.
     deadline = time.monotonic() + 10
     master = sentinel.sentinel_master("mymaster")
     while (
@@ -362,18 +509,52 @@ def test_redis_and_sentinel_start_on_the_configs_the_entrypoint_renders(
         time.sleep(0.1)
         master = sentinel.sentinel_master("mymaster")
     assert master["port"] == redis_port
+    for path in [tmp_path / d / f for d in ("redis", "sentinel") for f in ("users.acl",)]:
+        assert not [p for p in PASSWORDS.values() if p in path.read_text()], path
+    for path in (tmp_path / "redis" / "redis.conf", tmp_path / "sentinel" / "sentinel.conf"):
+        assert _mode(path) == 0o600, path
+        assert _mode(path.parent / "users.acl") == 0o600, path
 
 
-def test_redis_entrypoint_keeps_a_config_redis_has_rewritten(tmp_path: Path) -> None:
-    env = {"REDIS_PORT": "6380", "REDIS_ANNOUNCE_HOST": "redis-1", "REDIS_PASSWORD": "x"}
+def test_redis_entrypoint_keeps_a_config_redis_has_rewritten_with_this_starts_logins(
+    tmp_path: Path,
+) -> None:
+    env = {"REDIS_PORT": "6380", "REDIS_ANNOUNCE_HOST": "redis-1", **PASSWORDS}
     _render("redis", tmp_path, **env)
     rewritten = (tmp_path / "redis.conf").read_text() + "replicaof redis-2 6381\n"
     (tmp_path / "redis.conf").write_text(rewritten)
 
-    output = _render("redis", tmp_path, **env)
+    output = _render("redis", tmp_path, **{**env, "REPLICA_PASSWORD": "rotated"})
 
     assert "keeping" in output
-    assert (tmp_path / "redis.conf").read_text() == rewritten
+    config = (tmp_path / "redis.conf").read_text()
+    assert "replicaof redis-2 6381" in config
+    assert re.findall(r"^masterauth .*$", config, flags=re.M) == ['masterauth "rotated"']
+    assert hashlib.sha256(b"rotated").hexdigest() in (tmp_path / "users.acl").read_text()
+
+
+def test_sentinel_entrypoint_refuses_a_password_sentinel_could_not_write_back(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        ["sh", str(COMPOSE_DIR / "redis-entrypoint.sh"), "sentinel"],
+        env={
+            "PATH": os.environ["PATH"],
+            "SESSIONLIB_DATA_DIR": str(tmp_path),
+            "SENTINEL_PORT": "26380",
+            "SENTINEL_ANNOUNCE_HOST": "s",
+            "SENTINEL_MONITOR_HOST": "r",
+            "SENTINEL_MONITOR_PORT": "6380",
+            **PASSWORDS,
+            "SENTINEL_PASSWORD": "has space",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "SENTINEL_PASSWORD must not contain white space" in result.stderr
 
 
 def test_redis_entrypoint_names_a_missing_setting(tmp_path: Path) -> None:
@@ -389,7 +570,28 @@ def test_redis_entrypoint_names_a_missing_setting(tmp_path: Path) -> None:
     assert "REDIS_PORT is not set" in result.stderr
 
 
-def test_exporter_password_map_names_every_target(tmp_path: Path) -> None:
+def test_with_tls_the_entrypoint_copies_the_certificate_and_closes_the_plaintext_port(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("ca.crt", "server.crt", "server.key"):
+        (source / name).write_text(name)
+
+    _render(
+        "redis", tmp_path / "data", REDIS_PORT="6380", REDIS_ANNOUNCE_HOST="redis-1",
+        TLS_SOURCE_DIR=str(source), **PASSWORDS,
+    )  # fmt: skip
+
+    config = (tmp_path / "data" / "redis.conf").read_text()
+    assert re.search(r"^port 0$", config, flags=re.M)
+    assert re.search(r"^tls-port 6380$", config, flags=re.M)
+    assert "tls-auth-clients yes" in config and "tls-replication yes" in config
+    assert (tmp_path / "data" / "tls" / "server.key").read_text() == "server.key"
+    assert _mode(tmp_path / "data" / "tls" / "server.key") == 0o600
+
+
+def test_exporter_password_map_names_every_target_and_is_private(tmp_path: Path) -> None:
     out = tmp_path / "passwords.json"
 
     _render(
@@ -397,14 +599,29 @@ def test_exporter_password_map_names_every_target(tmp_path: Path) -> None:
         EXPORTER_PASSWORD_FILE=str(out),
         EXPORTER_REDIS_TARGETS="redis://redis-1:6380 redis://redis-2:6381",
         EXPORTER_SENTINEL_TARGETS="redis://sentinel-1:26380",
-        REDIS_PASSWORD=AWKWARD_PASSWORD, SENTINEL_PASSWORD="s",
+        EXPORTER_PASSWORD=AWKWARD_PASSWORD,
     )  # fmt: skip
 
     assert json.loads(out.read_text()) == {
         "redis://redis-1:6380": AWKWARD_PASSWORD,
         "redis://redis-2:6381": AWKWARD_PASSWORD,
-        "redis://sentinel-1:26380": "s",
+        "redis://sentinel-1:26380": AWKWARD_PASSWORD,
     }
+    assert _mode(out) == 0o600
+
+
+def test_tls_files_gives_services_and_exporter_each_a_private_copy(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (source / name).write_text(name)
+
+    _render("tls-files", tmp_path, TLS_SOURCE_DIR=str(source), TLS_FILES_DIR=str(tmp_path / "out"))
+
+    for user in ("app", "exporter"):
+        assert (tmp_path / "out" / user / "client.key").read_text() == "client.key"
+        assert _mode(tmp_path / "out" / user / "client.key") == 0o600
+        assert _mode(tmp_path / "out" / user) == 0o700
 
 
 @pytest.mark.parametrize("network", ["bridge", "host"])

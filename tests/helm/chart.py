@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +60,12 @@ class Rendered:
                     yield workload, container
 
 
-def render(values: Mapping[str, Any] | None = None) -> Rendered:
+def render(values: Mapping[str, Any] | None = None, chart_dir: Path = CHART_DIR) -> Rendered:
     """The chart rendered as `helm install` would for release RELEASE in NAMESPACE.
 
     Offline: `lookup` finds nothing, so a generated Secret gets fresh passwords.
     """
-    with helm.Chart.load(CHART_DIR) as chart:
+    with helm.Chart.load(chart_dir) as chart:
         files = chart.render(dict(values or {}), name=RELEASE, namespace=NAMESPACE)
     objects: list[K8sObject] = []
     notes = ""
@@ -73,6 +75,26 @@ def render(values: Mapping[str, Any] | None = None) -> Rendered:
             continue
         objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
     return Rendered(objects, notes)
+
+
+# The one `lookup` of the TLS Secret (templates/_helpers.tpl, "sessionlib-ha.tls.secretData").
+TLS_SECRET_LOOKUP = '(lookup "v1" "Secret" .Release.Namespace .Values.tls.existingSecret)'
+
+
+def render_with_cluster_secret(
+    values: Mapping[str, Any], tls_secret_data: Mapping[str, str], workdir: Path
+) -> Rendered:
+    """The chart rendered as `helm upgrade` would in a cluster that holds the TLS Secret with
+    `tls_secret_data`: a copy of the chart whose lookup of that Secret answers with it
+    (offline, lookup finds nothing)."""
+    copy = workdir / CHART_DIR.name
+    shutil.copytree(CHART_DIR, copy, symlinks=False)
+    helpers = copy / "templates" / "_helpers.tpl"
+    text = helpers.read_text()
+    assert text.count(TLS_SECRET_LOOKUP) == 1, "the TLS Secret lookup moved; update this test"
+    answer = f'(dict "data" (fromJson `{json.dumps(dict(tls_secret_data))}`))'
+    helpers.write_text(text.replace(TLS_SECRET_LOOKUP, answer))
+    return render(values, chart_dir=copy)
 
 
 def lint(values: Mapping[str, Any] | None, kube_version: str) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Fixtures of the Helm chart tests: the chart rendered with default values, pod scripts
-started as real processes (stopped at teardown), and a local topology with a password."""
+started as real processes (stopped at teardown)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.spec import TopologySpec
-from deploy.local.topology import LocalTopology
 from tests.helm.chart import SCRIPTS_DIR, Rendered, render
-
-TOPOLOGY_PASSWORD = "s3cret-Pa55word"
 
 StartScript = Callable[[str, Mapping[str, str], Path], subprocess.Popen[bytes]]
 
@@ -73,16 +69,3 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=5)
-
-
-@pytest.fixture
-def password_topology(
-    tmp_path: Path, free_ports: Callable[[int], list[int]]
-) -> Iterator[LocalTopology]:
-    """A fresh local topology whose Redis nodes require TOPOLOGY_PASSWORD."""
-    ports = free_ports(6)
-    spec = TopologySpec(
-        redis_ports=tuple(ports[:3]), sentinel_ports=tuple(ports[3:]), password=TOPOLOGY_PASSWORD
-    )
-    with LocalTopology(tmp_path / "password-topology", spec) as topology:
-        yield topology

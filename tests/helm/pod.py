@@ -15,6 +15,8 @@ import redis
 
 from tests.helm.chart import CHART_DIR, SCRIPTS_DIR, Rendered, container, secret_values
 
+# The users of deploy/redis/users.acl, each with a password in the pod's environment.
+ACL_USERS = ("admin", "sessionlib", "replica", "sentinel", "exporter")
 _REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -67,12 +69,12 @@ def pod_env(
     run_dir: Path,
     *,
     pod_index: int = 0,
-    passwords: tuple[str, str] | None = None,
+    passwords: Mapping[str, str] | None = None,
     **overrides: str,
 ) -> dict[str, str]:
     """The chart's environment for the container, moved to 127.0.0.1 under `run_dir`.
 
-    `passwords` (redis, sentinel) replaces the chart's generated ones, which a local
+    `passwords` ({ACL user: password}) replaces the chart's generated ones, which a local
     topology does not know; None means a topology without auth.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,10 +93,10 @@ def pod_env(
             "CONFIG_DIR": str(run_dir / "config"),
             "DATA_DIR": str(run_dir / "data"),
             "EXTRA_CONFIG_FILE": str(configmap_file(rendered, extra_key, run_dir)),
-            "REDIS_PASSWORD": passwords[0] if passwords else "",
-            "SENTINEL_PASSWORD": passwords[1] if passwords else "",
         }
     )
+    for user in ACL_USERS:
+        env[f"{user.upper()}_PASSWORD"] = (passwords or {}).get(user, "")
     if local.sentinel_port is not None:
         env["SENTINEL_PORT"] = str(local.sentinel_port)
     env.update(overrides)

@@ -21,6 +21,7 @@ from tests.helm.chart import (
     KUBE_VERSIONS,
     NAMESPACE,
     RELEASE,
+    SCRIPTS_DIR,
     K8sObject,
     Rendered,
     container,
@@ -28,8 +29,10 @@ from tests.helm.chart import (
     lint,
     pod_spec,
     render,
+    render_with_cluster_secret,
     secret_values,
 )
+from tests.helm.pod import ACL_USERS
 
 FULLNAME = f"{RELEASE}-sessionlib-ha"
 HEADLESS = f"{FULLNAME}-redis-headless"
@@ -46,8 +49,13 @@ VARIATIONS: dict[str, dict[str, Any]] = {
     "existing-secret": {
         "auth": {
             "existingSecret": "shop-redis-auth",
-            "existingSecretPasswordKey": "redis",
-            "existingSecretSentinelPasswordKey": "sentinel",
+            "existingSecretKeys": {
+                "admin": "admin",
+                "sessionlib": "app",
+                "replica": "replica",
+                "sentinel": "sentinel",
+                "exporter": "exporter",
+            },
         }
     },
     "five-replicas": {"redis": {"replicas": 5}},
@@ -332,23 +340,67 @@ def test_secrets_are_never_inlined_in_configmaps_or_env(variation: tuple[str, Re
                 assert "secretKeyRef" in entry.get("valueFrom", {}), f"{name}: {entry['name']}"
 
 
-def test_generated_passwords_are_long_and_safe_for_sentinel_configs(rendered: Rendered) -> None:
+def test_generated_passwords_are_one_per_acl_user_long_and_safe_for_sentinel_configs(
+    rendered: Rendered,
+) -> None:
     secret = secret_values(rendered.one("Secret", "auth"))
-    assert set(secret) == {"redis-password", "sentinel-password"}
+    assert set(secret) == {f"{user}-password" for user in ACL_USERS}
     for password in secret.values():
         assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
+    assert len(set(secret.values())) == len(ACL_USERS)
 
 
 def test_an_existing_secret_is_used_and_none_is_generated() -> None:
     rendered = render(VARIATIONS["existing-secret"])
     assert rendered.of_kind("Secret") == []
     env = env_of(rendered.redis, "redis")
-    assert env["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "shop-redis-auth", "key": "redis"}}
-    assert env["SENTINEL_PASSWORD"] == {
-        "secretKeyRef": {"name": "shop-redis-auth", "key": "sentinel"}
-    }
+    for user, key in VARIATIONS["existing-secret"]["auth"]["existingSecretKeys"].items():
+        assert env[f"{user.upper()}_PASSWORD"] == {
+            "secretKeyRef": {"name": "shop-redis-auth", "key": key}
+        }
     gateway = env_of(rendered.one("Deployment", "gateway"), "gateway")
-    assert gateway["SESSIONLIB_REDIS__PASSWORD"] == env["REDIS_PASSWORD"]
+    assert gateway["SESSIONLIB_REDIS__PASSWORD"] == env["SESSIONLIB_PASSWORD"]
+
+
+def test_every_client_logs_in_as_its_own_acl_user(rendered: Rendered) -> None:
+    for component in ("gateway", "cart"):
+        env = env_of(rendered.one("Deployment", component), component)
+        assert env["SESSIONLIB_REDIS__USERNAME"] == env["SESSIONLIB_REDIS__SENTINEL_USERNAME"]
+        assert env["SESSIONLIB_REDIS__USERNAME"] == "sessionlib"
+        for name in ("SESSIONLIB_REDIS__PASSWORD", "SESSIONLIB_REDIS__SENTINEL_PASSWORD"):
+            assert env[name]["secretKeyRef"]["key"] == "sessionlib-password"
+    for exporter in ("redis-exporter", "sentinel-exporter"):
+        env = env_of(rendered.redis, exporter)
+        assert env["REDIS_USER"] == "exporter"
+        assert env["REDIS_PASSWORD"]["secretKeyRef"]["key"] == "exporter-password"
+        # CONFIG GET would hand it masterauth; the exporter ACL user may not run it anyway.
+        assert env["REDIS_EXPORTER_CONFIG_COMMAND"] == "-"
+    # The pod scripts render the ACL files from every user's password.
+    redis_env = env_of(rendered.redis, "redis")
+    assert {f"{user.upper()}_PASSWORD" for user in ACL_USERS} <= set(redis_env)
+    assert "REDIS_PASSWORD" not in redis_env
+
+
+# Where a secret would be on a command line: redis-cli -a/--pass, redis-server
+# --requirepass/--masterauth, Sentinel auth-pass, redis_exporter --redis.password.
+SECRET_ON_COMMAND_LINE = re.compile(
+    r"(?<![\w-])(-a|--pass|--requirepass|--masterauth|--redis\.password)(?=[ =])"
+)
+
+
+def test_no_secret_is_ever_on_a_command_line(variation: tuple[str, Rendered]) -> None:
+    name, rendered = variation
+    for workload, c in rendered.containers():
+        argv = " ".join([*c.get("command", []), *c.get("args", [])])
+        probes = [c.get(p) for p in ("startupProbe", "livenessProbe", "readinessProbe")]
+        hooks = json.dumps([c.get("lifecycle"), *probes])
+        where = f"{name}: {workload['metadata']['name']}/{c['name']}"
+        assert not SECRET_ON_COMMAND_LINE.search(argv + hooks), where
+    assert not SECRET_ON_COMMAND_LINE.search(rendered.notes), name
+    for script in SCRIPTS_DIR.glob("*.sh"):
+        for line in script.read_text().splitlines():
+            if "redis-cli" in line or "redis-server" in line or "redis-sentinel" in line:
+                assert not SECRET_ON_COMMAND_LINE.search(line), f"{script.name}: {line}"
 
 
 def test_every_image_is_pinned_and_redis_is_the_official_image(
@@ -439,6 +491,32 @@ def test_tls_reaches_every_connection() -> None:
     assert {"secretName": "shop-redis-tls", "defaultMode": 0o440} in [
         v.get("secret") for v in volumes
     ]
+
+
+def test_every_pod_that_mounts_the_tls_secret_can_read_it_as_its_own_user() -> None:
+    rendered = render(VARIATIONS["tls-client-certificates"])
+    for workload in [rendered.redis, *rendered.of_kind("Deployment")]:
+        pod = pod_spec(workload)
+        assert pod is not None
+        (tls,) = [v["secret"] for v in pod["volumes"] if v["name"] == "tls"]
+        # 0440: owner root, group fsGroup; the pod's user reads it through that group.
+        assert tls["defaultMode"] == 0o440
+        context = pod["securityContext"]
+        assert context["fsGroup"] == context["runAsGroup"], workload["metadata"]["name"]
+
+
+def test_a_renewed_certificate_changes_the_pods_checksum_so_they_roll(tmp_path: Path) -> None:
+    def checksums(certificate: str) -> set[str]:
+        secret = {"tls.crt": certificate, "tls.key": "a2V5", "ca.crt": "Y2E="}
+        rendered = render_with_cluster_secret(VARIATIONS["tls"], secret, tmp_path / certificate)
+        pods = [rendered.redis, *rendered.of_kind("Deployment")]
+        return {p["spec"]["template"]["metadata"]["annotations"]["checksum/tls"] for p in pods}
+
+    before, after = checksums("b2xk"), checksums("bmV3")
+
+    assert len(before) == len(after) == 1
+    assert before != after
+    assert "checksum/tls" not in json.dumps(render().objects)
 
 
 # --- metrics ----------------------------------------------------------------------------------

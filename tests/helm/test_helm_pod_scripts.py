@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,8 +17,16 @@ import redis
 from deploy.local.configs import render_redis_conf
 from deploy.local.topology import LocalTopology
 from tests.helm.chart import CHART_DIR, ROOT, SCRIPTS_DIR, Rendered, container, render
-from tests.helm.conftest import TOPOLOGY_PASSWORD, StartScript
-from tests.helm.pod import LocalAddresses, client, pod_env, role, run_script, wait_until
+from tests.helm.conftest import StartScript
+from tests.helm.pod import (
+    ACL_USERS,
+    LocalAddresses,
+    client,
+    pod_env,
+    role,
+    run_script,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -122,10 +131,21 @@ def test_a_password_that_sentinel_could_not_write_back_is_refused_by_name(
     rendered: Rendered, tmp_path: Path
 ) -> None:
     local = LocalAddresses(["127.0.0.1:1"], "127.0.0.1:2", redis_port=3)
-    env = pod_env(rendered, "redis", local, tmp_path, passwords=("has space", ""))
+    passwords = {user: "fine" for user in ACL_USERS} | {"replica": "has space"}
+    env = pod_env(rendered, "redis", local, tmp_path, passwords=passwords)
     result = run_script("redis-start.sh", env)
     assert result.returncode != 0
-    assert "REDIS_PASSWORD must not contain white space" in result.stderr
+    assert "REPLICA_PASSWORD must not contain white space" in result.stderr
+
+
+def test_a_pod_with_some_acl_passwords_missing_refuses_to_start_by_name(
+    rendered: Rendered, tmp_path: Path
+) -> None:
+    local = LocalAddresses(["127.0.0.1:1"], "127.0.0.1:2", redis_port=3)
+    env = pod_env(rendered, "sentinel", local, tmp_path, passwords={"admin": "only-admin"})
+    result = run_script("sentinel-start.sh", env)
+    assert result.returncode != 0
+    assert "SESSIONLIB_PASSWORD is empty while ADMIN_PASSWORD is set" in result.stderr
 
 
 # --- finding the master -----------------------------------------------------------------------
@@ -308,42 +328,6 @@ def test_prestop_on_a_replica_changes_nothing(
     assert shared_topology.master_address() == master
 
 
-def test_prestop_and_start_authenticate_with_the_pods_password(
-    rendered: Rendered,
-    password_topology: LocalTopology,
-    start_script: StartScript,
-    free_ports: FreePorts,
-    tmp_path: Path,
-) -> None:
-    (port,) = free_ports(1)
-    old_master = password_topology.master_address()
-    passwords = (TOPOLOGY_PASSWORD, "")
-    joining = pod_env(
-        rendered,
-        "redis",
-        addresses(password_topology, port),
-        tmp_path / "new",
-        passwords=passwords,
-    )
-    start_script("redis-start.sh", joining, tmp_path / "new.log")
-    wait_until(
-        "the new node authenticated to the master and linked",
-        lambda: is_linked_replica_of(f"127.0.0.1:{port}", old_master, TOPOLOGY_PASSWORD),
-    )
-
-    leaving = pod_env(
-        rendered,
-        "redis",
-        addresses(password_topology, port_of(old_master)),
-        tmp_path / "old",
-        passwords=passwords,
-    )
-    result = run_script("redis-prestop.sh", leaving)
-
-    assert result.returncode == 0, result.stderr
-    assert role(old_master, TOPOLOGY_PASSWORD)[0] == "slave"
-
-
 # --- probes -----------------------------------------------------------------------------------
 
 
@@ -491,3 +475,131 @@ def _tls_sentinel_master_flags(port: int, certificates: dict[str, str]) -> str:
         reply = sentinel.execute_command("SENTINEL", "MASTER", "mymaster")
     fields = dict(zip(reply[::2], reply[1::2], strict=True)) if isinstance(reply, list) else reply
     return str(fields["flags"])
+
+
+# --- TLS and ACL users, against the secure local topology (DESIGN §3b) -----------------------
+
+# Mutual TLS, as the secure topology demands of every client and peer.
+SECURE_VALUES = {"tls": {"enabled": True, "existingSecret": "shop-redis-tls", "authClients": "yes"}}
+# How Redis refuses a client that did not log in while the default user is off.
+NOT_LOGGED_IN = r"NOAUTH|NOPERM|Authentication required"
+
+
+def secure_pod_env(
+    topology: LocalTopology, container_name: str, local: LocalAddresses, run_dir: Path
+) -> dict[str, str]:
+    """The chart's TLS + ACL environment with the topology's passwords and its server
+    certificate (which names 127.0.0.1), as the pod's Secrets would provide them."""
+    credentials = topology.credentials
+    assert credentials is not None
+    tls = credentials.server_tls
+    return pod_env(
+        render(SECURE_VALUES),
+        container_name,
+        local,
+        run_dir,
+        passwords=credentials.passwords,
+        TLS_CERT_FILE=str(tls.cert_file),
+        TLS_KEY_FILE=str(tls.key_file),
+        TLS_CA_FILE=str(tls.ca_file),
+    )
+
+
+def secure_client(topology: LocalTopology, address: str, user: str | None = "admin") -> redis.Redis:
+    """A mutual-TLS client of `address`, logged in as `user` (None: not logged in)."""
+    credentials = topology.credentials
+    assert credentials is not None
+    tls = credentials.client_tls
+    host, _, port = address.rpartition(":")
+    return redis.Redis(
+        host=host,
+        port=int(port),
+        username=user,
+        password=credentials.password(user) if user else None,
+        ssl=True,
+        ssl_ca_certs=str(tls.ca_file),
+        ssl_certfile=str(tls.cert_file),
+        ssl_keyfile=str(tls.key_file),
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        decode_responses=True,
+    )
+
+
+def _secure_role(topology: LocalTopology, address: str) -> list[object]:
+    with secure_client(topology, address) as node:
+        reply: list[object] = node.execute_command("ROLE")
+        return reply
+
+
+def test_with_tls_and_acl_a_redis_pod_joins_as_the_replica_user_and_hands_over_on_prestop(
+    secure_topology: LocalTopology,
+    start_script: StartScript,
+    free_ports: FreePorts,
+    tmp_path: Path,
+) -> None:
+    (port,) = free_ports(1)
+    old_master = secure_topology.master_address()
+    joining = secure_pod_env(
+        secure_topology, "redis", addresses(secure_topology, port), tmp_path / "new"
+    )
+    start_script("redis-start.sh", joining, tmp_path / "new.log")
+    new_node = f"127.0.0.1:{port}"
+
+    def linked() -> bool:
+        reply = _secure_role(secure_topology, new_node)
+        linked_to = f"{reply[1]}:{reply[2]}" if reply[0] == "slave" else ""
+        return linked_to == old_master and reply[3] == "connected"
+
+    wait_until("the new node logged in to the master as replica over TLS and linked", linked)
+    leaving = secure_pod_env(
+        secure_topology, "redis", addresses(secure_topology, port_of(old_master)), tmp_path / "old"
+    )
+    result = run_script("redis-prestop.sh", leaving)
+
+    assert result.returncode == 0, result.stderr
+    assert _secure_role(secure_topology, old_master)[0] == "slave"
+    # The pod's node has the ACL users with default off, so a client that does not log in
+    # can run nothing; its rendered files hold no password in the ACL and are private.
+    with pytest.raises(redis.RedisError, match=NOT_LOGGED_IN):
+        secure_client(secure_topology, new_node, user=None).ping()
+    config_dir = tmp_path / "new" / "config"
+    acl = (config_dir / "users.acl").read_text()
+    assert "user default off" in acl
+    credentials = secure_topology.credentials
+    assert credentials is not None
+    assert not [p for p in credentials.passwords.values() if p in acl]
+    for name in ("redis.conf", "users.acl"):
+        assert stat.S_IMODE((config_dir / name).stat().st_mode) == 0o600, name
+
+
+def test_with_tls_and_acl_a_sentinel_pod_joins_as_the_sentinel_user_and_the_probes_pass(
+    secure_topology: LocalTopology,
+    start_script: StartScript,
+    free_ports: FreePorts,
+    tmp_path: Path,
+) -> None:
+    (port,) = free_ports(1)
+    master = secure_topology.master_address()
+    local = addresses(secure_topology, port_of(master), sentinel_port=port)
+    env = secure_pod_env(secure_topology, "sentinel", local, tmp_path / "pod")
+    start_script("sentinel-start.sh", env, tmp_path / "sentinel.log")
+    address = f"127.0.0.1:{port}"
+
+    def ask(*command: str) -> object:
+        with secure_client(secure_topology, address) as sentinel:
+            return sentinel.execute_command("SENTINEL", *command)
+
+    def names_master() -> bool:
+        reply = ask("GET-MASTER-ADDR-BY-NAME", "mymaster")
+        return isinstance(reply, list) and f"{reply[0]}:{reply[1]}" == master
+
+    wait_until("the new sentinel names the master", names_master)
+    # Replicas are learnt from the master's INFO (auth-user sentinel), the other sentinels
+    # from their hello messages and links (sentinel-user sentinel).
+    wait_until("it logged in to the master", lambda: len(ask("REPLICAS", "mymaster")) == 2)
+    wait_until("it met the other three", lambda: len(ask("SENTINELS", "mymaster")) == 3, 20)
+    for mode in ("redis-alive", "redis-ready", "sentinel-alive", "sentinel-ready"):
+        result = run_script("probe.sh", env, mode)
+        assert result.returncode == 0, f"{mode}: {result.stderr}"
+    assert stat.S_IMODE((tmp_path / "pod" / "config" / "sentinel.conf").stat().st_mode) == 0o600

@@ -12,12 +12,13 @@ import helm_python as helm
 import pytest
 import yaml
 
-from tests.helm.chart import CHART_DIR, ROOT, render
+from tests.helm.chart import CHART_DIR, ROOT, render, secret_values
 
 SYNC = "sh helm/sync-shared-files.sh"
 # (folder under the repository root, file pattern, folder under the chart's files/)
 SHARED = [
     ("deploy/redis", "*.conf", "redis"),
+    ("deploy/redis", "*.acl", "redis"),
     ("deploy/prometheus", "*.rules.yml", "prometheus"),
     ("deploy/grafana/dashboards", "*.json", "grafana/dashboards"),
 ]
@@ -94,3 +95,23 @@ def test_the_packaged_chart_carries_the_shared_files_themselves(tmp_path: Path) 
     for source, pattern, target in SHARED:
         for name, data in contents(ROOT / source, pattern).items():
             assert files[f"files/{target}/{name}"] == data.decode(), name
+
+
+def test_local_compose_and_helm_have_the_same_acl_users_as_the_shared_templates() -> None:
+    from deploy.local.credentials import USERS
+
+    templates = {
+        name: set(re.findall(r"^user (\S+)", (ROOT / "deploy/redis" / name).read_text(), re.M))
+        - {"default"}
+        for name in ("users.acl", "sentinel-users.acl")
+    }
+    chart = set(secret_values(render().one("Secret", "auth")))
+    compose = set(
+        re.findall(r"^REDIS_([A-Z]+)_PASSWORD=", (ROOT / ".env.example").read_text(), re.M)
+    )
+
+    # A sentinel has no replica user: nothing replicates from it.
+    assert templates["users.acl"] == set(USERS)
+    assert templates["sentinel-users.acl"] == set(USERS) - {"replica"}
+    assert chart == {f"{user}-password" for user in USERS}
+    assert compose == {user.upper() for user in USERS}

@@ -30,16 +30,14 @@ and each component's template file calls them with (dict "root" $ "component" "g
 - name: SESSIONLIB_REDIS__MASTER_NAME
   value: {{ .Values.sentinel.masterName | quote }}
 {{- if .Values.auth.enabled }}
-- name: SESSIONLIB_REDIS__PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "sessionlib-ha.auth.secretName" . }}
-      key: {{ include "sessionlib-ha.auth.passwordKey" . }}
-- name: SESSIONLIB_REDIS__SENTINEL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "sessionlib-ha.auth.secretName" . }}
-      key: {{ include "sessionlib-ha.auth.sentinelPasswordKey" . }}
+{{- /* The sessionlib ACL user, on the nodes (its key prefix, its commands) and on the
+       sentinels (discovery and +switch-master only). */}}
+- name: SESSIONLIB_REDIS__USERNAME
+  value: sessionlib
+{{ include "sessionlib-ha.auth.passwordEnv" (dict "root" . "user" "sessionlib" "name" "SESSIONLIB_REDIS__PASSWORD") }}
+- name: SESSIONLIB_REDIS__SENTINEL_USERNAME
+  value: sessionlib
+{{ include "sessionlib-ha.auth.passwordEnv" (dict "root" . "user" "sessionlib" "name" "SESSIONLIB_REDIS__SENTINEL_PASSWORD") }}
 {{- end }}
 {{- if .Values.tls.enabled }}
 - name: SESSIONLIB_REDIS__TLS__ENABLED
@@ -97,7 +95,9 @@ spec:
         {{- with $values.podLabels }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
-      {{- with $values.podAnnotations }}
+      {{- $annotations := include "sessionlib-ha.tls.checksumAnnotation" $root | fromYaml | default dict }}
+      {{- $annotations = merge $annotations ($values.podAnnotations | default dict) }}
+      {{- with $annotations }}
       annotations:
         {{- toYaml . | nindent 8 }}
       {{- end }}

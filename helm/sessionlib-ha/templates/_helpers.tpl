@@ -139,17 +139,55 @@ Sentinel announce (see service-redis.yaml for why names rather than per-pod Serv
 {{- .Values.auth.existingSecret | default (printf "%s-auth" (include "sessionlib-ha.fullname" .)) }}
 {{- end }}
 
-{{- define "sessionlib-ha.auth.passwordKey" -}}
-{{- if .Values.auth.existingSecret }}{{ .Values.auth.existingSecretPasswordKey }}{{ else }}redis-password{{ end }}
+{{/*
+The ACL users of the shared templates deploy/redis/users.acl and sentinel-users.acl (DESIGN
+§3b), each with one password, the same on every Redis node and Sentinel: admin (operators and
+the pod scripts), sessionlib (the services), replica (masteruser), sentinel (auth-user and
+sentinel-user) and exporter (redis_exporter). The default user is off.
+*/}}
+{{- define "sessionlib-ha.auth.users" -}}
+{{- toJson (list "admin" "sessionlib" "replica" "sentinel" "exporter") }}
 {{- end }}
 
-{{- define "sessionlib-ha.auth.sentinelPasswordKey" -}}
-{{- if .Values.auth.existingSecret }}{{ .Values.auth.existingSecretSentinelPasswordKey }}{{ else }}sentinel-password{{ end }}
+{{/* The Secret key of one user's password: (dict "root" $ "user" "sessionlib"). */}}
+{{- define "sessionlib-ha.auth.key" -}}
+{{- if .root.Values.auth.existingSecret }}
+{{- index .root.Values.auth.existingSecretKeys .user }}
+{{- else }}
+{{- printf "%s-password" .user }}
+{{- end }}
+{{- end }}
+
+{{/* An EnvVar with one user's password from the Secret: (dict "root" $ "user" "sessionlib"
+"name" "SESSIONLIB_REDIS__PASSWORD"). */}}
+{{- define "sessionlib-ha.auth.passwordEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sessionlib-ha.auth.secretName" .root }}
+      key: {{ include "sessionlib-ha.auth.key" . }}
 {{- end }}
 
 {{/* Where every container finds the TLS Secret's files. */}}
 {{- define "sessionlib-ha.tls.dir" -}}
 /etc/sessionlib/tls
+{{- end }}
+
+{{/*
+The TLS Secret's data as the cluster holds it now (found with lookup at install and upgrade;
+empty when rendering offline). Its checksum is a pod annotation, so a renewed certificate
+rolls the pods at the next `helm upgrade`: Redis and Sentinel read their certificate only at
+start.
+*/}}
+{{- define "sessionlib-ha.tls.secretData" -}}
+{{- (lookup "v1" "Secret" .Release.Namespace .Values.tls.existingSecret).data | default dict | toJson }}
+{{- end }}
+
+{{/* The pod annotation that carries that checksum, or nothing without TLS. */}}
+{{- define "sessionlib-ha.tls.checksumAnnotation" -}}
+{{- if .Values.tls.enabled }}
+checksum/tls: {{ include "sessionlib-ha.tls.secretData" . | sha256sum }}
+{{- end }}
 {{- end }}
 
 {{/* --- Scheduling ----------------------------------------------------------------------- */}}

@@ -41,16 +41,12 @@ swapped for 127.0.0.1), so a variable missing here fails there.
 - name: TEMPLATE_DIR
   value: /opt/sessionlib/templates
 {{- if .Values.auth.enabled }}
-- name: REDIS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "sessionlib-ha.auth.secretName" . }}
-      key: {{ include "sessionlib-ha.auth.passwordKey" . }}
-- name: SENTINEL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "sessionlib-ha.auth.secretName" . }}
-      key: {{ include "sessionlib-ha.auth.sentinelPasswordKey" . }}
+{{- /* Every user's password: the scripts render the ACL files with their hashes, Redis logs
+       in to its master as replica, Sentinel to the nodes and its peers as sentinel, and the
+       scripts themselves (probes, preStop) run as admin. */}}
+{{- range $user := include "sessionlib-ha.auth.users" . | fromJsonArray }}
+{{ include "sessionlib-ha.auth.passwordEnv" (dict "root" $ "user" $user "name" (printf "%s_PASSWORD" (upper $user))) }}
+{{- end }}
 {{- end }}
 {{- if .Values.tls.enabled }}
 - name: TLS_ENABLED
@@ -77,7 +73,8 @@ An exec probe running one mode of files/scripts/probe.sh: (dict "mode" "redis-re
 
 {{/*
 One redis_exporter sidecar: (dict "root" $ "name" "redis-exporter" "target" "redis"
-"port" 9121 "portName" "exp-redis" "targetPort" 6379 "passwordKey" "...").
+"port" 9121 "portName" "exp-redis" "targetPort" 6379). It logs in as the exporter user and
+never sends CONFIG GET, which would hand it masterauth and which its ACL user may not run.
 With TLS it connects by the pod's DNS name, which the certificate names, so it can verify it.
 */}}
 {{- define "sessionlib-ha.redis.exporter" -}}
@@ -108,11 +105,11 @@ With TLS it connects by the pod's DNS name, which the certificate names, so it c
       value: {{ printf "redis://localhost:%d" (int .targetPort) | quote }}
     {{- end }}
     {{- if $root.Values.auth.enabled }}
-    - name: REDIS_PASSWORD
-      valueFrom:
-        secretKeyRef:
-          name: {{ include "sessionlib-ha.auth.secretName" $root }}
-          key: {{ .passwordKey }}
+    - name: REDIS_USER
+      value: exporter
+    {{- include "sessionlib-ha.auth.passwordEnv" (dict "root" $root "user" "exporter" "name" "REDIS_PASSWORD") | nindent 4 }}
+    - name: REDIS_EXPORTER_CONFIG_COMMAND
+      value: "-"
     {{- end }}
     - name: REDIS_EXPORTER_WEB_LISTEN_ADDRESS
       value: {{ printf ":%d" (int .port) | quote }}

@@ -4,7 +4,7 @@
 #
 # POSIX sh on purpose: the chart uses the official Debian-based redis image (where sh is dash),
 # and staying POSIX keeps the -alpine variant (busybox ash) possible. Tools used: redis-cli,
-# awk, sed, sort, uniq, head, timeout, date; getent when present.
+# awk, sed, grep, sort, uniq, head, timeout, date, sha256sum; getent when present.
 #
 # The environment is the contract with the pod spec (and with tests/helm, which runs these
 # scripts on 127.0.0.1 with the same variables):
@@ -14,8 +14,9 @@
 #   SENTINELS         every sentinel as host:port, space-separated
 #   FALLBACK_MASTER   host:port of the node that is master when no sentinel answers (pod 0)
 #   MASTER_NAME       the name the sentinels monitor the master under
-#   REDIS_PASSWORD    Redis requirepass/masterauth (empty: no auth)
-#   SENTINEL_PASSWORD Sentinel requirepass (empty: no auth)
+#   ADMIN_PASSWORD, SESSIONLIB_PASSWORD, REPLICA_PASSWORD, SENTINEL_PASSWORD,
+#   EXPORTER_PASSWORD the password of each ACL user of deploy/redis/users.acl and
+#                     sentinel-users.acl (all empty: no auth); the scripts log in as admin
 #   TLS_ENABLED       "true" to speak TLS only; TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE,
 #                     TLS_AUTH_CLIENTS (yes|no|optional) then say how
 #   LOCAL_HOST        how this pod reaches its own Redis/Sentinel (127.0.0.1)
@@ -32,33 +33,33 @@ die() {
     exit 1
 }
 
-# redis_cli PASSWORD HOST PORT COMMAND...: one command, bounded in time, output in raw form.
-# timeout(1) rather than a redis-cli option: redis-cli 7.0 has no connect timeout, and a
-# NetworkPolicy that drops packets would otherwise hang a probe or a hook until killed.
+# redis_cli HOST PORT COMMAND...: one command as the admin user, bounded in time, output in
+# raw form. timeout(1) rather than a redis-cli option: redis-cli 7.0 has no connect timeout,
+# and a NetworkPolicy that drops packets would otherwise hang a probe or a hook until killed.
 redis_cli() {
-    _password=$1 _host=$2 _port=$3
-    shift 3
+    _host=$1 _port=$2
+    shift 2
     if [ "${TLS_ENABLED:-false}" = true ]; then
         if [ -n "${TLS_CERT_FILE:-}" ] && [ "${TLS_AUTH_CLIENTS:-no}" != no ]; then
             set -- --cert "$TLS_CERT_FILE" --key "$TLS_KEY_FILE" "$@"
         fi
         set -- --tls --cacert "$TLS_CA_FILE" "$@"
     fi
-    if [ -n "$_password" ]; then
+    if [ -n "${ADMIN_PASSWORD:-}" ]; then
         # The password goes through the environment, never the command line (ps, /proc).
-        REDISCLI_AUTH=$_password timeout "${REDIS_CLI_TIMEOUT:-3}" \
-            redis-cli --raw -h "$_host" -p "$_port" "$@"
+        REDISCLI_AUTH=$ADMIN_PASSWORD timeout "${REDIS_CLI_TIMEOUT:-3}" \
+            redis-cli --raw --user admin -h "$_host" -p "$_port" "$@"
     else
         timeout "${REDIS_CLI_TIMEOUT:-3}" redis-cli --raw -h "$_host" -p "$_port" "$@"
     fi
 }
 
 local_redis() {
-    redis_cli "${REDIS_PASSWORD:-}" "${LOCAL_HOST:-127.0.0.1}" "$REDIS_PORT" "$@"
+    redis_cli "${LOCAL_HOST:-127.0.0.1}" "$REDIS_PORT" "$@"
 }
 
 local_sentinel() {
-    redis_cli "${SENTINEL_PASSWORD:-}" "${LOCAL_HOST:-127.0.0.1}" "$SENTINEL_PORT" "$@"
+    redis_cli "${LOCAL_HOST:-127.0.0.1}" "$SENTINEL_PORT" "$@"
 }
 
 host_of() {
@@ -71,8 +72,8 @@ port_of() {
 
 # sentinel_view HOST PORT: the master that one sentinel names, as host:port, or nothing.
 sentinel_view() {
-    _reply=$(redis_cli "${SENTINEL_PASSWORD:-}" "$1" "$2" \
-        SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null) || return 0
+    _reply=$(redis_cli "$1" "$2" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null) ||
+        return 0
     # A good answer is exactly two lines, host and port; nil, NOAUTH, IDONTKNOW and friends
     # are not.
     printf '%s\n' "$_reply" | awk '
@@ -119,6 +120,39 @@ check_password() {
     case $2 in
         *[[:space:]\"\'\\]*) die "$1 must not contain white space, quotes or backslashes" ;;
     esac
+}
+
+ACL_USERS="admin sessionlib replica sentinel exporter"
+
+# acl_enabled: whether the pod runs with ACL users (the chart's auth.enabled). Then every
+# user's password must be there (and writable back by Sentinel), or the start stops, by name.
+acl_enabled() {
+    [ -n "${ADMIN_PASSWORD:-}" ] || return 1
+    for _user in $ACL_USERS; do
+        _name=$(printf '%s_PASSWORD' "$_user" | tr '[:lower:]' '[:upper:]')
+        eval "_password=\${$_name:-}"
+        # shellcheck disable=SC2154 # set by the eval above
+        [ -n "$_password" ] || die "$_name is empty while ADMIN_PASSWORD is set"
+        check_password "$_name" "$_password"
+    done
+}
+
+# render_acl TEMPLATE OUT: a shared ACL template (deploy/redis/users.acl or
+# sentinel-users.acl) as Redis reads it, the way deploy/local renders it: comment and blank
+# lines dropped, each <USER>_PASSWORD_HASH placeholder filled with the hex SHA-256 of that
+# user's password. The file holds no password; it is still readable by this user only.
+render_acl() {
+    for _user in $ACL_USERS; do
+        _name=$(printf '%s_PASSWORD' "$_user" | tr '[:lower:]' '[:upper:]')
+        eval "_password=\${$_name}"
+        _hash=$(printf '%s' "$_password" | sha256sum | awk '{ print $1 }')
+        eval "${_name}_HASH=\$_hash; export ${_name}_HASH"
+    done
+    grep -v -e '^#' -e '^[[:space:]]*$' "$1" >"$2.rules"
+    sh "$(dirname "$0")/render-config.sh" "$2.rules" >"$2.new"
+    rm -f "$2.rules"
+    chmod 600 "$2.new"
+    mv "$2.new" "$2"
 }
 
 # tls_directives PORT: the lines that make a server speak TLS only, on PORT. Appended after

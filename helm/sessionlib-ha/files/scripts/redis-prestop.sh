@@ -52,7 +52,7 @@ for sentinel in $SENTINELS; do
 done
 asked=""
 for sentinel in $ordered ${own:-}; do
-    reply=$(redis_cli "${SENTINEL_PASSWORD:-}" "$(host_of "$sentinel")" "$(port_of "$sentinel")" \
+    reply=$(redis_cli "$(host_of "$sentinel")" "$(port_of "$sentinel")" \
         SENTINEL FAILOVER "$MASTER_NAME" 2>&1) || true
     case $reply in
         OK*)

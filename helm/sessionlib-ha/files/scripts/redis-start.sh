@@ -20,7 +20,10 @@ SCRIPT_NAME=redis-start
 : "${MIN_REPLICAS_MAX_LAG:=10}"
 : "${EMPTY_MASTER_WAIT_SECONDS:=60}"
 
-[ -z "${REDIS_PASSWORD:-}" ] || check_password REDIS_PASSWORD "$REDIS_PASSWORD"
+# Rendered files hold passwords (masterauth): readable by this user only, from the start.
+umask 077
+acl=false
+if acl_enabled; then acl=true; fi
 
 has_data() {
     [ -n "$(ls -A "$DATA_DIR/appendonlydir" 2>/dev/null)" ] || [ -s "$DATA_DIR/dump.rdb" ]
@@ -29,8 +32,8 @@ has_data() {
 # known_replicas: how many replicas the first sentinel that answers knows of the master.
 known_replicas() {
     for _sentinel in $SENTINELS; do
-        _count=$(redis_cli "${SENTINEL_PASSWORD:-}" "$(host_of "$_sentinel")" \
-            "$(port_of "$_sentinel")" SENTINEL master "$MASTER_NAME" 2>/dev/null |
+        _count=$(redis_cli "$(host_of "$_sentinel")" "$(port_of "$_sentinel")" \
+            SENTINEL master "$MASTER_NAME" 2>/dev/null |
             awk 'previous == "num-slaves" { print; exit } { previous = $0 }') || true
         if [ -n "$_count" ]; then
             printf '%s\n' "$_count"
@@ -66,14 +69,17 @@ else
     replication="replicaof $(host_of "$master") $(port_of "$master")"
 fi
 
-auth=""
-if [ -n "${REDIS_PASSWORD:-}" ]; then
-    auth="requirepass $(config_quote "$REDIS_PASSWORD")
-masterauth $(config_quote "$REDIS_PASSWORD")"
-fi
-
 mkdir -p "$CONFIG_DIR" "$DATA_DIR"
 config="$CONFIG_DIR/redis.conf"
+auth=""
+if [ "$acl" = true ]; then
+    # The ACL users (default off), and this node's login to its master as "replica".
+    render_acl "$TEMPLATE_DIR/users.acl" "$CONFIG_DIR/users.acl"
+    auth="aclfile $(config_quote "$CONFIG_DIR/users.acl")
+masteruser replica
+masterauth $(config_quote "$REPLICA_PASSWORD")"
+fi
+
 env \
     BIND="${BIND:-* -::*}" \
     PORT="$REDIS_PORT" \

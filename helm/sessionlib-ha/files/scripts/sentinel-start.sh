@@ -21,25 +21,27 @@ SCRIPT_NAME=sentinel-start
 : "${CONFIG_DIR:=/sentinel}"
 : "${RESOLVE_WAIT_SECONDS:=120}"
 
-[ -z "${REDIS_PASSWORD:-}" ] || check_password REDIS_PASSWORD "$REDIS_PASSWORD"
-[ -z "${SENTINEL_PASSWORD:-}" ] || check_password SENTINEL_PASSWORD "$SENTINEL_PASSWORD"
+# The rendered config holds passwords: readable by this user only, from the start.
+umask 077
+acl=false
+if acl_enabled; then acl=true; fi
 
 master=$(current_master)
 wait_resolvable "$(host_of "$master")" "$RESOLVE_WAIT_SECONDS"
 
-auth=""
-if [ -n "${REDIS_PASSWORD:-}" ]; then
-    auth="sentinel auth-pass $MASTER_NAME $(config_quote "$REDIS_PASSWORD")"
-fi
-if [ -n "${SENTINEL_PASSWORD:-}" ]; then
-    # Sentinel also uses its own requirepass when it talks to the other sentinels, so every
-    # sentinel of the set must have the same one.
-    auth="$auth
-requirepass $(config_quote "$SENTINEL_PASSWORD")"
-fi
-
 mkdir -p "$CONFIG_DIR"
 config="$CONFIG_DIR/sentinel.conf"
+auth=""
+if [ "$acl" = true ]; then
+    # The ACL users of a sentinel (default off); this sentinel logs in to the Redis nodes
+    # (auth-user) and to the other sentinels (sentinel-user) as "sentinel".
+    render_acl "$TEMPLATE_DIR/sentinel-users.acl" "$CONFIG_DIR/users.acl"
+    auth="aclfile $(config_quote "$CONFIG_DIR/users.acl")
+sentinel auth-user $MASTER_NAME sentinel
+sentinel auth-pass $MASTER_NAME $(config_quote "$SENTINEL_PASSWORD")
+sentinel sentinel-user sentinel
+sentinel sentinel-pass $(config_quote "$SENTINEL_PASSWORD")"
+fi
 myid=""
 [ -f "$config" ] && myid=$(sed -n 's/^sentinel myid \([0-9a-f]\{40\}\)$/\1/p' "$config")
 
