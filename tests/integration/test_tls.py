@@ -7,11 +7,11 @@ from types import SimpleNamespace
 import pytest
 
 from deploy.local.certificates import Authority
+from deploy.local.tls_standalone import TLSRedis
 from sessionlib.config import load_settings
 from sessionlib.errors import SessionStoreRefused
 from sessionlib.store import SessionStore
 from tests.support.observers import RecordingObserver
-from tests.support.tls_redis import TLSRedis
 
 pytestmark = pytest.mark.integration
 

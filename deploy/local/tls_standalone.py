@@ -1,5 +1,5 @@
-"""A standalone redis-server that speaks only TLS, with certificates from a private CA
-made for the test: the real process a TLS option must be tried against."""
+"""A standalone redis-server that speaks only TLS, with certificates from a private CA:
+the real process TLS options and TLS failures are tried against (tests, bench.refusals)."""
 
 from __future__ import annotations
 
