@@ -104,7 +104,7 @@ def create_redis(settings: RedisSettings) -> Redis:
         pool = ConnectionPool.from_url(
             settings.url, max_connections=settings.max_connections, **kwargs
         )
-        return Redis(connection_pool=pool)
+        return Redis.from_pool(pool)  # closing the client closes its pool
     if settings.mode == "sentinel":
         sentinel = create_sentinel(settings)
         master: Redis = sentinel.master_for(
@@ -136,7 +136,7 @@ def node_client(settings: RedisSettings, address: Address, *, sentinel: bool = F
     pool = ConnectionPool(
         connection_class=checked, host=address[0], port=address[1], max_connections=4, **kwargs
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # closing the client closes its pool
 
 
 def read_replicas(redis: Redis, settings: RedisSettings) -> ReplicaReader | None:

@@ -353,7 +353,10 @@ def test_a_restarted_old_master_rejoins_as_replica_through_sentinels_tls_links(
 
     with secure_topology.client(old_node) as admin:
         role = admin.execute_command("ROLE")
-    assert (role[0], f"{role[1]}:{role[2]}", role[3]) == ("slave", new, "connected")
+    # On a loaded machine Sentinel may fail over once more meanwhile: the old master must
+    # follow whichever node is master now.
+    assert (role[0], role[3]) == ("slave", "connected")
+    assert f"{role[1]}:{role[2]}" in {new, secure_topology.master_address()}
     assert acl_denials(secure_topology) == {}
 
 
