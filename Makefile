@@ -5,7 +5,7 @@ PYTHON_SYSTEM ?= python3
 VENV          := .venv
 PY            := $(VENV)/bin/python
 STAMP         := $(VENV)/.installed
-TOPOLOGY      := $(PY) -m deploy.local.topology
+TOPOLOGY      := $(PY) -m deploy.local
 # The oldest redis-py pyproject.toml allows, read from it so the two cannot drift apart.
 REDIS_FLOOR   := $(shell sed -n 's/.*"redis\[hiredis\]>=\([0-9.]*\).*/\1/p' pyproject.toml)
 VENV_MIN      := .venv-min
@@ -14,6 +14,10 @@ STAMP_MIN     := $(VENV_MIN)/.installed
 # `make up-local SECURE=1`, `make demo SECURE=1`: TLS only and ACL users (DESIGN.md §3b).
 SECURE        ?=
 SECURE_FLAG   := $(if $(filter 1 yes true,$(SECURE)),--secure)
+# `make up-local HAPROXY=1`: also HAProxy on 127.0.0.1:6390, an endpoint that always leads to
+# the current master, for clients that cannot ask Sentinel (off by default).
+HAPROXY       ?=
+HAPROXY_FLAG  := $(if $(filter 1 yes true,$(HAPROXY)),--haproxy)
 # `make up-ha TLS=1`: the compose stack with TLS (deploy/compose/tls.yml); certificates are
 # issued on the host with the project's Python, hence `setup` first.
 TLS           ?=
@@ -96,8 +100,8 @@ typecheck: setup ## mypy --strict on the library
 demo: setup ## the main job: the local HA stack, a login, a cart, a killed master, nothing lost (SECURE=1: TLS + ACL)
 	$(PY) -m deploy.local.demo $(SECURE_FLAG)
 
-up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart (+ redis_exporter, Prometheus when installed) on 127.0.0.1 (SECURE=1: TLS + ACL)
-	$(TOPOLOGY) up $(SECURE_FLAG)
+up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart (+ redis_exporter, Prometheus when installed) on 127.0.0.1 (SECURE=1: TLS + ACL; HAPROXY=1: master endpoint)
+	$(TOPOLOGY) up $(SECURE_FLAG) $(HAPROXY_FLAG)
 
 down-local: setup ## stop everything up-local started
 	$(TOPOLOGY) down

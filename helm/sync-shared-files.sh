@@ -1,7 +1,7 @@
 #!/bin/sh
 # Links the files the chart shares with compose and the local topology into the chart, which
 # Helm cannot read from outside its own directory: deploy/redis/*.conf and *.acl (the ACL
-# users), deploy/prometheus/
+# users), deploy/haproxy/haproxy.cfg (the optional master endpoint), deploy/prometheus/
 # *.rules.yml and deploy/grafana/dashboards/*.json become symlinks under
 # helm/sessionlib-ha/files/ (Helm follows them, and `helm package` stores their contents).
 # Links to files that are gone are removed. Safe to run again; tests/helm fails, naming this
@@ -26,5 +26,6 @@ sync() {
 
 sync deploy/redis '*.conf' redis ../../../../
 sync deploy/redis '*.acl' redis ../../../../
+sync deploy/haproxy '*.cfg' haproxy ../../../../
 sync deploy/prometheus '*.rules.yml' prometheus ../../../../
 sync deploy/grafana/dashboards '*.json' grafana/dashboards ../../../../../

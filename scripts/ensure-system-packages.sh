@@ -15,6 +15,8 @@ declare -A optional=(
   [prometheus-redis-exporter]=prometheus-redis-exporter
   [ip]=iproute2
   [docker-compose]=docker-compose
+  # The master endpoint of `make up-local HAPROXY=1` (Debian installs it under /usr/sbin).
+  [haproxy]=haproxy
 )
 
 # `--with-bench` adds what `make bench` needs: wrk, the HTTP load generator (required then).

@@ -1,4 +1,4 @@
-"""Command line of the local topology: `python -m deploy.local.topology <command>`.
+"""Command line of the local topology: `python -m deploy.local <command>`.
 Prints what a person needs to know; expected failures exit 1 with one message, no traceback."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deploy.local.errors import TopologyError
+from deploy.local.haproxy import DEFAULT_PORT as HAPROXY_PORT
+from deploy.local.haproxy import running_master_endpoint, start_master_endpoint
 from deploy.local.observability import (
     ObservabilityPorts,
     running_observability,
@@ -19,9 +21,9 @@ from deploy.local.observability import (
 from deploy.local.processes import liveness
 from deploy.local.spec import TopologySpec
 from deploy.local.stack import ServicePorts, running_services, start_services
-from deploy.local.topology import DEFAULT_RUN_DIR, LocalTopology, NodeStatus
+from deploy.local.topology import CLI_COMMAND, DEFAULT_RUN_DIR, LocalTopology, NodeStatus
 
-PROG = "python -m deploy.local.topology"
+PROG = CLI_COMMAND
 
 EPILOG = f"""\
 Settings: every flag below falls back to an environment variable, then to the default
@@ -40,6 +42,9 @@ that `up` wrote in the run directory.
   --scrape-interval D      SESSIONLIB_LOCAL_SCRAPE_INTERVAL  default 5s
                            (Prometheus and redis_exporter start only when installed;
                            `make setup` installs both on Debian/Ubuntu)
+  --haproxy                SESSIONLIB_LOCAL_HAPROXY=1        default off: HAProxy, an
+                           endpoint that always leads to the current master
+  --haproxy-port P         SESSIONLIB_LOCAL_HAPROXY_PORT     default {HAPROXY_PORT}
 
 NODE is a name (redis-1, sentinel-2), a port (6381), host:port, or `master` (the
 current master as the sentinels name it).
@@ -153,6 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-observability", action="store_true", help="no Prometheus and no redis_exporter"
     )
+    up.add_argument(
+        "--haproxy",
+        action="store_true",
+        default=os.environ.get("SESSIONLIB_LOCAL_HAPROXY", "") in ("1", "yes", "true"),
+        help="also start HAProxy: one endpoint that always leads to the master (needs haproxy)",
+    )
+    up.add_argument(
+        "--haproxy-port",
+        type=int,
+        default=int(os.environ.get("SESSIONLIB_LOCAL_HAPROXY_PORT", str(HAPROXY_PORT))),
+        help=f"the master endpoint's port (default: {HAPROXY_PORT})",
+    )
 
     commands.add_parser("down", parents=[run_dir], help="stop everything `up` started")
     commands.add_parser("status", parents=[run_dir], help="each node's state and role")
@@ -211,6 +228,8 @@ def _run(args: argparse.Namespace) -> int:
                 start_observability(
                     topology, observability, services, scrape_interval=args.scrape_interval
                 )
+            if args.haproxy:
+                start_master_endpoint(topology, args.haproxy_port)
         except TopologyError:
             topology.down()
             raise
@@ -218,6 +237,7 @@ def _run(args: argparse.Namespace) -> int:
         _print_services(topology)
         sentinels = ",".join(f"{host}:{port}" for host, port in topology.sentinel_addresses)
         print(f"\nmaster name {topology.master_name}; sentinels {sentinels}")
+        _print_master_endpoint(topology)
         if topology.spec.secure:
             _print_secure_access(topology)
         print(f"stop it with: {_down_command(topology)}")
@@ -239,6 +259,7 @@ def _run(args: argparse.Namespace) -> int:
         except TopologyError as exc:
             master = f"unknown: {exc}"
         print(f"\nmaster (per sentinels): {master}")
+        _print_master_endpoint(topology)
     elif args.command == "master":
         print(topology.master_address())
     elif args.command == "wait-failover":
@@ -310,6 +331,14 @@ def _print_services(topology: LocalTopology) -> None:
         print(
             f"{process.name:<{width}} http://{process.address}  pid {process.pid}  "
             f"{liveness(process)}  log {_shown_path(process.log)}"
+        )
+
+
+def _print_master_endpoint(topology: LocalTopology) -> None:
+    for process in running_master_endpoint(topology):
+        print(
+            f"master endpoint (HAProxy, for clients without Sentinel): {process.address}  "
+            f"pid {process.pid}  {liveness(process)}  log {_shown_path(process.log)}"
         )
 
 

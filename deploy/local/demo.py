@@ -26,7 +26,7 @@ from deploy.local.errors import TopologyError
 from deploy.local.processes import liveness
 from deploy.local.spec import TopologySpec
 from deploy.local.stack import ServicePorts, running_services, service_url, start_services
-from deploy.local.topology import DEFAULT_RUN_DIR, LocalTopology
+from deploy.local.topology import CLI_COMMAND, DEFAULT_RUN_DIR, LocalTopology
 
 USER = "alice"
 LOAD_WRITERS = 2
@@ -290,7 +290,7 @@ def _explore(console: Console, ports: ServicePorts, topology: LocalTopology) -> 
     stop = (
         "make down-local"
         if topology.run_dir == DEFAULT_RUN_DIR.absolute()
-        else f"python -m deploy.local.topology down --run-dir {topology.run_dir}"
+        else f"{CLI_COMMAND} down --run-dir {topology.run_dir}"
     )
     console.print(
         "\n[bold]Explore[/]\n"
@@ -298,7 +298,7 @@ def _explore(console: Console, ports: ServicePorts, topology: LocalTopology) -> 
         f'-d \'{{"username":"bob","password":"demo"}}\'\n'
         f"  curl -s {cart}/cart -H 'X-Session-Id: <id from the login>'\n"
         f"  curl -s {gateway}/metrics | grep ^sessionlib_\n"
-        "  .venv/bin/python -m deploy.local.topology status   # who is master now\n"
+        f"  .venv/bin/{CLI_COMMAND} status   # who is master now\n"
         "  Prometheus (when installed): http://127.0.0.1:9090\n"
         + _secure_access(topology)
         + f"[bold]Stop everything:[/] {stop}",

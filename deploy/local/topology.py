@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -41,6 +40,9 @@ log = logging.getLogger("deploy.local")
 
 DEFAULT_RUN_DIR = Path(".run/local")
 STATE_FILE = "state.json"
+# How a person runs the command line (deploy/local/__main__.py); messages here and in the CLI
+# quote it, and the CLI is never imported back.
+CLI_COMMAND = "python -m deploy.local"
 
 NodeRef = Node | str | int
 
@@ -408,7 +410,7 @@ class LocalTopology:
             raise AlreadyRunning(
                 f"a local topology is already running from {self.run_dir}: {names}. "
                 "Stop it with `make down-local` (default run dir) or "
-                f"`python -m deploy.local.topology down --run-dir {self.run_dir}`"
+                f"`{CLI_COMMAND} down --run-dir {self.run_dir}`"
             )
         log.warning(
             "%s records an earlier run whose processes are all gone (crashed?); removing it",
@@ -505,6 +507,5 @@ class LocalTopology:
 
 
 if __name__ == "__main__":
-    from deploy.local.cli import main
-
-    sys.exit(main())
+    # The command line moved to deploy/local/__main__.py: say so rather than do nothing.
+    raise SystemExit(f"usage: {CLI_COMMAND} <command> (this module has no command line)")

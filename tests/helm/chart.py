@@ -82,18 +82,21 @@ TLS_SECRET_LOOKUP = '(lookup "v1" "Secret" .Release.Namespace .Values.tls.existi
 
 
 def render_with_cluster_secret(
-    values: Mapping[str, Any], tls_secret_data: Mapping[str, str], workdir: Path
+    values: Mapping[str, Any],
+    secret_data: Mapping[str, str],
+    workdir: Path,
+    lookup: str = TLS_SECRET_LOOKUP,
 ) -> Rendered:
-    """The chart rendered as `helm upgrade` would in a cluster that holds the TLS Secret with
-    `tls_secret_data`: a copy of the chart whose lookup of that Secret answers with it
-    (offline, lookup finds nothing)."""
+    """The chart rendered as `helm upgrade` would in a cluster that holds a Secret with
+    `secret_data` (the TLS Secret unless `lookup` names another of the chart's lookups): a copy
+    of the chart whose lookup of that Secret answers with it (offline, lookup finds nothing)."""
     copy = workdir / CHART_DIR.name
     shutil.copytree(CHART_DIR, copy, symlinks=False)
     helpers = copy / "templates" / "_helpers.tpl"
     text = helpers.read_text()
-    assert text.count(TLS_SECRET_LOOKUP) == 1, "the TLS Secret lookup moved; update this test"
-    answer = f'(dict "data" (fromJson `{json.dumps(dict(tls_secret_data))}`))'
-    helpers.write_text(text.replace(TLS_SECRET_LOOKUP, answer))
+    assert text.count(lookup) == 1, f"the lookup {lookup} moved; update this test"
+    answer = f'(dict "data" (fromJson `{json.dumps(dict(secret_data))}`))'
+    helpers.write_text(text.replace(lookup, answer))
     return render(values, chart_dir=copy)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ import pytest
 from tests.helm.chart import SCRIPTS_DIR, Rendered, render
 
 StartScript = Callable[[str, Mapping[str, str], Path], subprocess.Popen[bytes]]
+StartCommand = Callable[[Sequence[str], Mapping[str, str], Path], subprocess.Popen[bytes]]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,20 +37,22 @@ def rendered() -> Rendered:
 
 
 @pytest.fixture
-def start_script() -> Iterator[StartScript]:
-    """`start_script(name, env, log_path)` runs a pod script in the background, as a
-    container would; every one started is stopped (SIGTERM, then SIGKILL) at teardown."""
+def start_command() -> Iterator[StartCommand]:
+    """`start_command(argv, env, log_path)` runs a command in the background, as a container
+    would; every one started is stopped (SIGTERM, then SIGKILL) at teardown."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(script: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    def start(
+        argv: Sequence[str], env: Mapping[str, str], log_path: Path
+    ) -> subprocess.Popen[bytes]:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("wb") as log:
+        with log_path.open("ab") as log:
             process = subprocess.Popen(
-                ["sh", str(SCRIPTS_DIR / script)],
+                list(argv),
                 env=dict(env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                # Its own process group: teardown stops the script and whatever it started.
+                # Its own process group: teardown stops the command and whatever it started.
                 start_new_session=True,
             )
         started.append(process)
@@ -58,6 +61,16 @@ def start_script() -> Iterator[StartScript]:
     yield start
     for process in started:
         _stop(process)
+
+
+@pytest.fixture
+def start_script(start_command: StartCommand) -> StartScript:
+    """`start_script(name, env, log_path)`: one of the chart's pod scripts, under sh."""
+
+    def start(script: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+        return start_command(["sh", str(SCRIPTS_DIR / script)], env, log_path)
+
+    return start
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

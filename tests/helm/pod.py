@@ -57,7 +57,7 @@ class LocalAddresses:
     """Where a script's pod lives on 127.0.0.1 instead of in a cluster."""
 
     sentinels: list[str]
-    fallback_master: str
+    redis_nodes: list[str]
     redis_port: int
     sentinel_port: int | None = None
 
@@ -87,7 +87,7 @@ def pod_env(
             "LOCAL_HOST": "127.0.0.1",
             "BIND": "127.0.0.1",
             "SENTINELS": " ".join(local.sentinels),
-            "FALLBACK_MASTER": local.fallback_master,
+            "REDIS_NODES": " ".join(local.redis_nodes),
             "REDIS_PORT": str(local.redis_port),
             "TEMPLATE_DIR": str(CHART_DIR / "files" / "redis"),
             "CONFIG_DIR": str(run_dir / "config"),

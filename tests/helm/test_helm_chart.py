@@ -3,6 +3,8 @@ change, every manifest valid for Kubernetes 1.29 and 1.33, and the production pr
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import shutil
@@ -150,6 +152,28 @@ def test_every_object_lives_in_the_release_namespace(variation: tuple[str, Rende
         ({"redis": {"pdb": {"minAvailable": 3}}}, "redis.pdb.minAvailable 3 must be below"),
         ({"auth": {"enabled": False}}, "sessionlib.profile prod refuses Redis and Sentinel"),
         ({"tls": {"enabled": True}}, "tls.enabled needs tls.existingSecret"),
+        (
+            {"redis": {"maxmemory": "384mb"}},
+            "redis.maxmemory 384mb is more than half of redis.resources.limits.memory 512Mi",
+        ),
+        (
+            {"redis": {"maxmemory": "200mb", "resources": {"limits": {"memory": None}}}},
+            "redis.maxmemory 200mb needs redis.resources.limits.memory",
+        ),
+        ({"redis": {"extraConfig": "maxmemory 1gb"}}, "redis.extraConfig may not set maxmemory"),
+        (
+            {"redis": {"extraConfig": "client-output-buffer-limit replica 1gb 1gb 0"}},
+            "redis.extraConfig may not set maxmemory, client-output-buffer-limit replica",
+        ),
+        (
+            {"redis": {"terminationGracePeriodSeconds": 45}},
+            "redis.terminationGracePeriodSeconds 45 is shorter than stopping a Redis pod may take",
+        ),
+        (
+            {"redis": {"preStopTimeoutSeconds": 45}},
+            "redis.terminationGracePeriodSeconds 60 is shorter than stopping a Redis pod may take:"
+            " redis.preStopTimeoutSeconds 45",
+        ),
     ],
 )
 def test_values_that_cannot_work_together_are_refused_by_name(
@@ -181,7 +205,9 @@ def test_redis_and_sentinel_announce_the_pods_stable_dns_name(rendered: Rendered
     for name in ("redis", "sentinel"):
         env = env_of(rendered.redis, name)
         assert env["ANNOUNCE_HOST"] == f"$(POD_NAME).{domain}"
-        assert env["FALLBACK_MASTER"] == f"{FULLNAME}-redis-0.{domain}:6379"
+        assert env["REDIS_NODES"].split() == [
+            f"{FULLNAME}-redis-{i}.{domain}:6379" for i in range(3)
+        ]
         assert env["SENTINELS"].split() == [
             f"{FULLNAME}-redis-{i}.{domain}:26379" for i in range(3)
         ]
@@ -198,20 +224,89 @@ def test_production_defaults_for_replication_and_failure_detection(rendered: Ren
     env = env_of(rendered.redis, "redis")
     assert env["MIN_REPLICAS_TO_WRITE"] == "1"
     assert env["DOWN_AFTER_MS"] == "5000"
-    data = rendered.one("ConfigMap", "redis")["data"]
-    assert "maxmemory 384mb" in data["redis-extra.conf"]
+    assert redis_directives(rendered)["maxmemory-policy"] == ["noeviction"]
+
+
+def redis_directives(rendered: Rendered) -> dict[str, list[str]]:
+    """What the chart appends to the shared redis.conf, as {directive: arguments}."""
+    text = rendered.one("ConfigMap", "redis")["data"]["redis-extra.conf"]
+    lines = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
+    return {words[0]: words[1:] for words in lines}
+
+
+REDIS_UNITS = {"": 1, "k": 1000, "kb": 1024, "m": 10**6, "mb": 1024**2, "g": 10**9, "gb": 1024**3}
+KUBERNETES_UNITS = {"": 1, "M": 10**6, "G": 10**9, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def size_bytes(size: str, units: dict[str, int]) -> int:
+    match = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", size)
+    assert match is not None, size
+    return int(float(match[1]) * units[match[2]])
+
+
+@pytest.mark.parametrize("limit", ["512Mi", "1.5Gi", "2G"])
+def test_redis_memory_follows_the_container_limit_with_room_for_replicas_and_a_fork(
+    limit: str,
+) -> None:
+    rendered = render({"redis": {"resources": {"limits": {"memory": limit}}}})
+
+    directives = redis_directives(rendered)
+    memory = size_bytes(limit, KUBERNETES_UNITS)
+    data = size_bytes(directives["maxmemory"][0], REDIS_UNITS)
+    kind, hard, soft, seconds = directives["client-output-buffer-limit"]
+    hard_bytes, soft_bytes = size_bytes(hard, REDIS_UNITS), size_bytes(soft, REDIS_UNITS)
+    # Half the limit is data, a quarter the replica output buffer (which maxmemory does not
+    # count), and a quarter stays free for the copy-on-write of a fork.
+    assert kind == "replica"
+    assert data == memory // 2
+    assert hard_bytes == memory // 4 and soft_bytes == hard_bytes // 2 and seconds == "60"
+    assert data + hard_bytes <= memory * 3 // 4
+    container_limit = container(rendered.redis, "redis")["resources"]["limits"]["memory"]
+    assert container_limit == limit
+
+
+def test_a_smaller_maxmemory_is_kept_and_the_buffer_still_follows_the_limit() -> None:
+    directives = redis_directives(render({"redis": {"maxmemory": "100mb"}}))
+    assert directives["maxmemory"] == ["100mb"]
+    assert directives["client-output-buffer-limit"] == ["replica", "128mb", "64mb", "60"]
+
+
+def test_without_a_memory_limit_redis_keeps_its_own_memory_defaults() -> None:
+    rendered = render({"redis": {"resources": {"limits": {"memory": None}}}})
+    directives = redis_directives(rendered)
+    assert "maxmemory" not in directives and "client-output-buffer-limit" not in directives
+    assert "redis.resources.limits.memory" in rendered.notes
 
 
 def test_the_master_hands_over_before_its_pod_stops(rendered: Rendered) -> None:
-    pod = pod_spec(rendered.redis)
-    assert pod is not None
     hook = container(rendered.redis, "redis")["lifecycle"]["preStop"]["exec"]["command"]
     assert "redis-prestop.sh" in " ".join(hook)
     sentinel_hook = container(rendered.redis, "sentinel")["lifecycle"]["preStop"]["exec"]
     assert "sentinel-prestop.sh" in " ".join(sentinel_hook["command"])
-    # The hook's own deadline fits in the grace period, with room for Redis' shutdown.
-    deadline = int(env_of(rendered.redis, "redis")["PRESTOP_TIMEOUT_SECONDS"])
-    assert pod["terminationGracePeriodSeconds"] >= deadline + 10
+
+
+def test_the_grace_period_covers_both_prestop_hooks_and_redis_shutdown(
+    rendered: Rendered,
+) -> None:
+    pod = pod_spec(rendered.redis)
+    assert pod is not None
+    # Both hooks run side by side, each up to PRESTOP_TIMEOUT_SECONDS; then Redis shuts down
+    # within shutdown-timeout; the rest is the margin for the hook's last calls and the fsync.
+    for name in ("redis", "sentinel"):
+        assert env_of(rendered.redis, name)["PRESTOP_TIMEOUT_SECONDS"] == "30"
+    shutdown = int(redis_directives(rendered)["shutdown-timeout"][0])
+    assert pod["terminationGracePeriodSeconds"] >= 30 + shutdown + 10
+
+
+def test_both_prestop_hooks_write_to_the_container_log(rendered: Rendered) -> None:
+    # Kubernetes logs no hook output: each hook sends its own to PID 1's stdout (the server).
+    for name, script in (("redis", "redis-prestop.sh"), ("sentinel", "sentinel-prestop.sh")):
+        command = container(rendered.redis, name)["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[:2] == ["sh", "-c"], name
+        assert command[2] == (
+            "if [ -w /proc/1/fd/1 ]; then exec >/proc/1/fd/1 2>&1; fi;"
+            f" exec sh /opt/sessionlib/scripts/{script}"
+        )
 
 
 def test_a_cold_start_cannot_deadlock_on_ordered_pod_creation(rendered: Rendered) -> None:
@@ -517,6 +612,79 @@ def test_a_renewed_certificate_changes_the_pods_checksum_so_they_roll(tmp_path: 
     assert len(before) == len(after) == 1
     assert before != after
     assert "checksum/tls" not in json.dumps(render().objects)
+
+
+# The one `lookup` of the auth Secret (templates/_helpers.tpl, "sessionlib-ha.auth.clusterData").
+AUTH_SECRET_LOOKUP = (
+    '(lookup "v1" "Secret" .Release.Namespace (include "sessionlib-ha.auth.secretName" .))'
+)
+
+
+def render_with_cluster_auth_secret(
+    values: dict[str, Any], secret_data: dict[str, str], workdir: Path
+) -> Rendered:
+    """The chart rendered as `helm upgrade` would in a cluster that holds the auth Secret (the
+    chart's own or auth.existingSecret) with `secret_data`."""
+    return render_with_cluster_secret(values, secret_data, workdir, lookup=AUTH_SECRET_LOOKUP)
+
+
+def auth_checksums(rendered: Rendered) -> dict[str, str]:
+    """Each workload's checksum/auth, by component."""
+    checksums = {}
+    for workload in [rendered.redis, *rendered.of_kind("Deployment")]:
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        checksums[labels(workload)["app.kubernetes.io/component"]] = annotations["checksum/auth"]
+    return checksums
+
+
+def cluster_passwords(admin: str, sessionlib: str) -> dict[str, str]:
+    """An auth Secret's data as the chart names its keys, base64 like any Secret's."""
+    plain = {u: f"{u}pw" for u in ACL_USERS} | {"admin": admin, "sessionlib": sessionlib}
+    return {f"{u}-password": base64.b64encode(p.encode()).decode() for u, p in plain.items()}
+
+
+def test_the_pods_carry_the_checksum_of_the_passwords_the_chart_generated(
+    rendered: Rendered,
+) -> None:
+    data = rendered.one("Secret", "auth")["data"]
+    # The random passwords are made once per render: the checksum is of the Secret's own.
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
+    assert auth_checksums(rendered)["redis"] == digest.hexdigest()
+
+
+def test_a_changed_password_changes_the_pods_checksum_so_they_roll(tmp_path: Path) -> None:
+    def rendered(name: str, admin: str, sessionlib: str) -> Rendered:
+        data = cluster_passwords(admin, sessionlib)
+        return render_with_cluster_auth_secret({}, data, tmp_path / name)
+
+    before = rendered("before", admin="old", sessionlib="old")
+    admin_changed = rendered("admin", admin="new", sessionlib="old")
+    sessionlib_changed = rendered("sessionlib", admin="old", sessionlib="new")
+
+    # The chart keeps the passwords the cluster holds, and checksums what it keeps.
+    assert before.one("Secret", "auth")["data"] == cluster_passwords("old", "old")
+    assert auth_checksums(admin_changed)["redis"] != auth_checksums(before)["redis"]
+    assert auth_checksums(sessionlib_changed)["redis"] != auth_checksums(before)["redis"]
+    # The services read only the sessionlib password: only its change rolls them.
+    for service in ("gateway", "cart"):
+        assert auth_checksums(admin_changed)[service] == auth_checksums(before)[service]
+        assert auth_checksums(sessionlib_changed)[service] != auth_checksums(before)[service]
+
+
+def test_a_changed_existing_secret_changes_the_pods_checksum_so_they_roll(
+    tmp_path: Path,
+) -> None:
+    values = {"auth": {"existingSecret": "shop-redis-auth"}}
+
+    before = render_with_cluster_auth_secret(values, cluster_passwords("a", "b"), tmp_path / "1")
+    after = render_with_cluster_auth_secret(values, cluster_passwords("a", "c"), tmp_path / "2")
+
+    assert before.of_kind("Secret") == []
+    for component, checksum in auth_checksums(after).items():
+        assert checksum != auth_checksums(before)[component], component
+    # Offline (helm template, Argo CD) the Secret cannot be looked up: the checksum stays put.
+    assert auth_checksums(render(values)) == auth_checksums(render(values))
+    assert "checksum/auth" not in json.dumps(render(VARIATIONS["dev-without-auth"]).objects)
 
 
 # --- metrics ----------------------------------------------------------------------------------

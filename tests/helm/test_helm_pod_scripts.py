@@ -36,7 +36,7 @@ FreePorts = Callable[[int], list[int]]
 def addresses(topology: LocalTopology, redis_port: int, sentinel_port: int | None = None):
     return LocalAddresses(
         sentinels=[node.address for node in topology.sentinel_nodes],
-        fallback_master=topology.redis_nodes[0].address,
+        redis_nodes=[node.address for node in topology.redis_nodes],
         redis_port=redis_port,
         sentinel_port=sentinel_port,
     )
@@ -130,7 +130,7 @@ def test_the_pod_renderer_refuses_a_placeholder_without_a_value() -> None:
 def test_a_password_that_sentinel_could_not_write_back_is_refused_by_name(
     rendered: Rendered, tmp_path: Path
 ) -> None:
-    local = LocalAddresses(["127.0.0.1:1"], "127.0.0.1:2", redis_port=3)
+    local = LocalAddresses(["127.0.0.1:1"], ["127.0.0.1:2"], redis_port=3)
     passwords = {user: "fine" for user in ACL_USERS} | {"replica": "has space"}
     env = pod_env(rendered, "redis", local, tmp_path, passwords=passwords)
     result = run_script("redis-start.sh", env)
@@ -141,7 +141,7 @@ def test_a_password_that_sentinel_could_not_write_back_is_refused_by_name(
 def test_a_pod_with_some_acl_passwords_missing_refuses_to_start_by_name(
     rendered: Rendered, tmp_path: Path
 ) -> None:
-    local = LocalAddresses(["127.0.0.1:1"], "127.0.0.1:2", redis_port=3)
+    local = LocalAddresses(["127.0.0.1:1"], ["127.0.0.1:2"], redis_port=3)
     env = pod_env(rendered, "sentinel", local, tmp_path, passwords={"admin": "only-admin"})
     result = run_script("sentinel-start.sh", env)
     assert result.returncode != 0
@@ -160,15 +160,26 @@ def test_find_master_names_the_master_the_sentinels_agree_on(
     assert result.stdout.strip() == shared_topology.master_address()
 
 
-def test_find_master_falls_back_to_pod_zero_when_no_sentinel_answers(
-    rendered: Rendered, free_ports: FreePorts, tmp_path: Path
+def test_find_master_names_the_node_running_as_master_when_no_sentinel_answers(
+    rendered: Rendered, shared_topology: LocalTopology, free_ports: FreePorts, tmp_path: Path
 ) -> None:
     nobody = [f"127.0.0.1:{port}" for port in free_ports(3)]
-    local = LocalAddresses(nobody, "127.0.0.1:6380", redis_port=1)
+    nodes = [node.address for node in shared_topology.redis_nodes]
+    local = LocalAddresses(nobody, nodes, redis_port=1)
     result = run_script("find-master.sh", pod_env(rendered, "redis", local, tmp_path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "127.0.0.1:6380"
+    assert result.stdout.strip() == shared_topology.master_address()
     assert "no sentinel answered" in result.stderr
+
+
+def test_find_master_says_so_when_there_is_no_master_at_all(
+    rendered: Rendered, free_ports: FreePorts, tmp_path: Path
+) -> None:
+    *sentinels, node = (f"127.0.0.1:{port}" for port in free_ports(4))
+    local = LocalAddresses(sentinels, [node], redis_port=1)
+    result = run_script("find-master.sh", pod_env(rendered, "redis", local, tmp_path))
+    assert result.returncode == 1
+    assert "no sentinel answers and no Redis node runs as master" in result.stderr
 
 
 # --- starting Redis and Sentinel --------------------------------------------------------------
@@ -195,37 +206,7 @@ def test_a_starting_redis_pod_joins_the_current_master_as_its_replica(
     with client(f"127.0.0.1:{port}") as node:
         assert node.config_get("min-replicas-to-write") == {"min-replicas-to-write": "1"}
         # The chart's addition after the shared template (redis.maxmemory) is in force.
-        assert node.config_get("maxmemory") == {"maxmemory": str(384 * 1024 * 1024)}
-
-
-def test_pod_zero_starts_as_master_when_no_sentinel_answers(
-    rendered: Rendered, start_script: StartScript, free_ports: FreePorts, tmp_path: Path
-) -> None:
-    port, *closed = free_ports(4)
-    local = LocalAddresses([f"127.0.0.1:{p}" for p in closed], f"127.0.0.1:{port}", port)
-    start_script("redis-start.sh", pod_env(rendered, "redis", local, tmp_path), tmp_path / "log")
-
-    wait_until("pod 0 reports ROLE master", lambda: role(f"127.0.0.1:{port}")[0] == "master")
-
-
-def test_a_master_that_comes_back_empty_waits_for_the_failover_instead_of_serving(
-    rendered: Rendered, local_topology: LocalTopology, start_script: StartScript, tmp_path: Path
-) -> None:
-    old_master = local_topology.master_address()
-    local_topology.kill("master")
-    # The same address, no data: a master pod rescheduled without its volume.
-    env = pod_env(
-        rendered, "redis", addresses(local_topology, port_of(old_master)), tmp_path / "pod"
-    )
-    log = tmp_path / "redis.log"
-    start_script("redis-start.sh", env, log)
-
-    new_master = local_topology.wait_for_failover(old_master, timeout=30)
-    wait_until(
-        "the node came back as a replica of the new master",
-        lambda: is_linked_replica_of(old_master, new_master),
-    )
-    assert "waiting up to" in log.read_text()
+        assert node.config_get("maxmemory") == {"maxmemory": str(256 * 1024 * 1024)}
 
 
 def test_a_starting_sentinel_monitors_the_master_and_finds_the_other_sentinels(
@@ -364,7 +345,7 @@ def test_redis_probes_fail_when_nothing_answers(
     rendered: Rendered, free_ports: FreePorts, tmp_path: Path
 ) -> None:
     (closed,) = free_ports(1)
-    env = pod_env(rendered, "redis", LocalAddresses([], "127.0.0.1:1", closed), tmp_path)
+    env = pod_env(rendered, "redis", LocalAddresses([], ["127.0.0.1:1"], closed), tmp_path)
     for mode in ("redis-alive", "redis-ready"):
         assert run_script("probe.sh", env, mode).returncode != 0, mode
 
@@ -444,7 +425,9 @@ def test_with_tls_redis_and_sentinel_speak_only_tls_and_the_probes_still_work(
 ) -> None:
     rendered = render({"tls": {"enabled": True, "existingSecret": "shop-redis-tls"}})
     port, sentinel_port = free_ports(2)
-    local = LocalAddresses([f"127.0.0.1:{sentinel_port}"], f"127.0.0.1:{port}", port, sentinel_port)
+    local = LocalAddresses(
+        [f"127.0.0.1:{sentinel_port}"], [f"127.0.0.1:{port}"], port, sentinel_port
+    )
     redis_env = pod_env(rendered, "redis", local, tmp_path / "redis", **certificates)
     sentinel_env = pod_env(rendered, "sentinel", local, tmp_path / "sentinel", **certificates)
     start_script("redis-start.sh", redis_env, tmp_path / "redis.log")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 import helm_python as helm
 import pytest
 import yaml
 
+from deploy.images.standins import STANDINS
 from tests.helm.chart import CHART_DIR, ROOT, render, secret_values
 
 SYNC = "sh helm/sync-shared-files.sh"
@@ -19,6 +21,7 @@ SYNC = "sh helm/sync-shared-files.sh"
 SHARED = [
     ("deploy/redis", "*.conf", "redis"),
     ("deploy/redis", "*.acl", "redis"),
+    ("deploy/haproxy", "*.cfg", "haproxy"),
     ("deploy/prometheus", "*.rules.yml", "prometheus"),
     ("deploy/grafana/dashboards", "*.json", "grafana/dashboards"),
 ]
@@ -115,3 +118,41 @@ def test_local_compose_and_helm_have_the_same_acl_users_as_the_shared_templates(
     assert templates["sentinel-users.acl"] == set(USERS) - {"replica"}
     assert chart == {f"{user}-password" for user in USERS}
     assert compose == {user.upper() for user in USERS}
+
+
+# Images compose and the chart both run, so both must pin one version of each (the one the
+# stand-ins build where no registry is reachable, i.e. the one the tests run).
+SHARED_IMAGES = ("redis", "oliver006/redis_exporter")
+COMPOSE_FILES = [ROOT / "docker-compose.ha.yml", *sorted((ROOT / "deploy/compose").glob("*.yml"))]
+
+
+def versions(images: Iterable[str]) -> dict[str, set[str]]:
+    """The tags named for each of SHARED_IMAGES, whatever registry prefix the name carries."""
+    found: dict[str, set[str]] = {repository: set() for repository in SHARED_IMAGES}
+    for image in images:
+        repository, _, tag = image.rpartition(":")
+        repository = repository.removeprefix("docker.io/").removeprefix("library/")
+        if repository in found:
+            found[repository].add(tag)
+    return found
+
+
+def test_compose_helm_and_the_standins_pin_the_same_redis_and_exporter_versions() -> None:
+    compose = versions(
+        service["image"]
+        for path in COMPOSE_FILES
+        for service in yaml.safe_load(path.read_text())["services"].values()
+        if "image" in service
+    )
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    chart = versions(
+        f"{values[component]['image']['repository']}:{values[component]['image']['tag']}"
+        for component in ("redis", "exporter")
+    )
+    rendered = versions(container["image"] for _, container in render().containers())
+    standins = versions(standin.tag for standin in STANDINS)
+
+    assert all(len(tags) == 1 for tags in compose.values()), f"compose pins {compose}"
+    assert chart == compose, f"values.yaml pins {chart}, docker-compose.ha.yml {compose}"
+    assert rendered == compose, f"the chart's pods run {rendered}, compose {compose}"
+    assert standins == compose, f"deploy/images/standins.py builds {standins}, compose {compose}"

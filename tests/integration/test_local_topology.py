@@ -176,9 +176,7 @@ def test_cli_up_status_master_and_down_work_end_to_end(
     assert up.returncode == 0, up.stderr
     for port in ports:
         assert f"127.0.0.1:{port}" in up.stdout
-    assert f"stop it with: python -m deploy.local.topology down --run-dir {cli_run_dir}" in (
-        up.stdout
-    )
+    assert f"stop it with: python -m deploy.local down --run-dir {cli_run_dir}" in up.stdout
     assert status.returncode == 0, status.stderr
     assert status.stdout.count(" alive ") == 8, "3 Redis, 3 sentinels, cart and gateway"
     assert f"gateway  http://127.0.0.1:{ports[6]}" in status.stdout

@@ -14,13 +14,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_topology_cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m deploy.local.topology ARGS` from the repo root, without any
+    """`python -m deploy.local ARGS` from the repo root, without any
     SESSIONLIB_LOCAL_* settings of the developer's; `path` replaces PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONLIB_LOCAL_")}
     if path is not None:
         env["PATH"] = path
     return subprocess.run(
-        [sys.executable, "-m", "deploy.local.topology", *args],
+        [sys.executable, "-m", "deploy.local", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

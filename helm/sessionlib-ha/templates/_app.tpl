@@ -7,7 +7,7 @@ and each component's template file calls them with (dict "root" $ "component" "g
 {{- printf "%s-%s" (include "sessionlib-ha.fullname" .root) .component }}
 {{- end }}
 
-{{/* The port each image's command listens on (the Dockerfiles under services/, DESIGN §4). */}}
+{{/* The port each image's command listens on (services/Dockerfile, DESIGN §4). */}}
 {{- define "sessionlib-ha.app.containerPort" -}}
 {{- get (dict "gateway" 8080 "cart" 8081) .component }}
 {{- end }}
@@ -96,6 +96,9 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- $annotations := include "sessionlib-ha.tls.checksumAnnotation" $root | fromYaml | default dict }}
+      {{- /* The services read the sessionlib password at start only: roll when it changes. */}}
+      {{- $auth := include "sessionlib-ha.auth.checksumAnnotation" (dict "root" $root "users" (list "sessionlib")) | fromYaml | default dict }}
+      {{- $annotations = merge $annotations $auth }}
       {{- $annotations = merge $annotations ($values.podAnnotations | default dict) }}
       {{- with $annotations }}
       annotations:

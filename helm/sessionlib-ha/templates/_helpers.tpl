@@ -115,6 +115,16 @@ Sentinel announce (see service-redis.yaml for why names rather than per-pod Serv
 {{- toJson $addresses }}
 {{- end }}
 
+{{/* Every Redis node as host:port, in pod order (a JSON list). */}}
+{{- define "sessionlib-ha.redis.addresses" -}}
+{{- $addresses := list }}
+{{- range $index := until (int .Values.redis.replicas) }}
+{{- $host := include "sessionlib-ha.redis.podHost" (dict "root" $ "index" $index) }}
+{{- $addresses = append $addresses (printf "%s:%d" $host (int $.Values.redis.port)) }}
+{{- end }}
+{{- toJson $addresses }}
+{{- end }}
+
 {{/* A majority of the sentinels unless set: 2 of 3, 3 of 5. */}}
 {{- define "sessionlib-ha.sentinel.quorum" -}}
 {{- if kindIs "invalid" .Values.sentinel.quorum }}
@@ -130,6 +140,94 @@ Sentinel announce (see service-redis.yaml for why names rather than per-pod Serv
 {{- add (div (int .Values.redis.replicas) 2) 1 }}
 {{- else }}
 {{- int .Values.redis.pdb.minAvailable }}
+{{- end }}
+{{- end }}
+
+{{/* --- Memory --------------------------------------------------------------------------- */}}
+
+{{/*
+The bytes of a Kubernetes quantity ("512Mi", "1.5Gi", "500M", 536870912) as an integer; fails
+naming the value on a form it does not read. Call with
+(dict "quantity" .Values.redis.resources.limits.memory "name" "redis.resources.limits.memory").
+*/}}
+{{- define "sessionlib-ha.quantityBytes" -}}
+{{- $text := toString .quantity }}
+{{- if or (kindIs "float64" .quantity) (kindIs "int" .quantity) (kindIs "int64" .quantity) }}
+{{- $text = printf "%d" (int64 .quantity) }}
+{{- end }}
+{{- if not (regexMatch `^[0-9]+(\.[0-9]+)?(k|M|G|T|Ki|Mi|Gi|Ti)?$` $text) }}
+{{- fail (printf "%s %s: write it as a number with an optional k, M, G, T, Ki, Mi, Gi or Ti suffix" .name $text) }}
+{{- end }}
+{{- $factors := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 }}
+{{- $number := regexFind `^[0-9.]+` $text }}
+{{- $factor := index $factors (trimPrefix $number $text) }}
+{{- if contains "." $number }}
+{{- mulf (float64 $number) $factor | floor | int64 }}
+{{- else }}
+{{- mul (int64 $number) $factor }}
+{{- end }}
+{{- end }}
+
+{{/* The bytes of a size in Redis' units (values.schema.json checks the form): 1k is 1000, 1kb 1024. */}}
+{{- define "sessionlib-ha.redisBytes" -}}
+{{- $text := lower (toString .) }}
+{{- $factors := dict "" 1 "k" 1000 "kb" 1024 "m" 1000000 "mb" 1048576 "g" 1000000000 "gb" 1073741824 }}
+{{- $number := regexFind `^[0-9]+` $text }}
+{{- mul (int64 $number) (index $factors (trimPrefix $number $text)) }}
+{{- end }}
+
+{{/* A byte count as redis.conf reads it, in mb or kb when it divides evenly. */}}
+{{- define "sessionlib-ha.redisSize" -}}
+{{- $bytes := int64 . }}
+{{- if and (gt $bytes 0) (eq (mod $bytes 1048576) 0) }}
+{{- printf "%dmb" (div $bytes 1048576) }}
+{{- else if and (gt $bytes 0) (eq (mod $bytes 1024) 0) }}
+{{- printf "%dkb" (div $bytes 1024) }}
+{{- else }}
+{{- printf "%d" $bytes }}
+{{- end }}
+{{- end }}
+
+{{/*
+Redis' memory, all from ONE value, the container's memory limit (values.yaml, redis.maxmemory,
+says why): half of it is data (maxmemory, unless redis.maxmemory asks for less), a quarter the
+hard limit of the replica output buffer (which maxmemory does not count), half of that its soft
+limit, and a quarter stays free for the copy-on-write of a fork. As JSON, in bytes:
+{"limit", "maxmemory", "replicaBufferHard", "replicaBufferSoft"}; {} without a memory limit
+(validate refuses a redis.maxmemory without one).
+*/}}
+{{- define "sessionlib-ha.redis.memory" -}}
+{{- $limit := dig "limits" "memory" "" (.Values.redis.resources | default dict) }}
+{{- if $limit }}
+{{- $limitBytes := include "sessionlib-ha.quantityBytes" (dict "quantity" $limit "name" "redis.resources.limits.memory") | int64 }}
+{{- $maxmemory := div $limitBytes 2 }}
+{{- with .Values.redis.maxmemory }}
+{{- $maxmemory = include "sessionlib-ha.redisBytes" . | int64 }}
+{{- end }}
+{{- $hard := div $limitBytes 4 }}
+{{- toJson (dict "limit" $limitBytes "maxmemory" $maxmemory "replicaBufferHard" $hard "replicaBufferSoft" (div $hard 2)) }}
+{{- else }}
+{{- toJson dict }}
+{{- end }}
+{{- end }}
+
+{{/*
+What the chart appends to the shared redis.conf (the ConfigMap key redis-extra.conf, which the
+start script adds after the template): the memory sizes derived above, the eviction policy,
+the shutdown timeout that terminationGracePeriodSeconds is checked against, then
+redis.extraConfig (later lines win).
+*/}}
+{{- define "sessionlib-ha.redis.extraConfig" -}}
+{{- $memory := include "sessionlib-ha.redis.memory" . | fromJson }}
+{{- if $memory }}
+# From redis.resources.limits.memory {{ .Values.redis.resources.limits.memory }}: half is data, a quarter the replica output buffer, a quarter free for a fork.
+maxmemory {{ include "sessionlib-ha.redisSize" $memory.maxmemory }}
+client-output-buffer-limit replica {{ include "sessionlib-ha.redisSize" $memory.replicaBufferHard }} {{ include "sessionlib-ha.redisSize" $memory.replicaBufferSoft }} 60
+{{- end }}
+maxmemory-policy {{ .Values.redis.maxmemoryPolicy }}
+shutdown-timeout {{ int .Values.redis.shutdownTimeoutSeconds }}
+{{- with .Values.redis.extraConfig }}
+{{ . }}
 {{- end }}
 {{- end }}
 
@@ -166,6 +264,59 @@ sentinel-user) and exporter (redis_exporter). The default user is off.
     secretKeyRef:
       name: {{ include "sessionlib-ha.auth.secretName" .root }}
       key: {{ include "sessionlib-ha.auth.key" . }}
+{{- end }}
+
+{{/*
+The auth Secret as the cluster holds it now, the chart's own or auth.existingSecret (found with
+lookup at install and upgrade; {} when rendering offline, e.g. helm template or Argo CD).
+*/}}
+{{- define "sessionlib-ha.auth.clusterData" -}}
+{{- (lookup "v1" "Secret" .Release.Namespace (include "sessionlib-ha.auth.secretName" .)).data | default dict | toJson }}
+{{- end }}
+
+{{/*
+The data of the Secret the chart creates: every user's password the cluster holds already (new
+ones would lock every running pod and client out; an upgrade from a chart version with other
+users adds the missing keys), a random one for each user without. Letters and digits only:
+Sentinel rewrites passwords into its config unquoted. Made once per render and kept in .Values
+(every template gets the same .Values), so the Secret and the pods' checksum of it see the same
+random passwords.
+*/}}
+{{- define "sessionlib-ha.auth.generatedData" -}}
+{{- if not (hasKey .Values "_generatedAuthData") }}
+{{- $current := include "sessionlib-ha.auth.clusterData" . | fromJson }}
+{{- $data := dict }}
+{{- range $user := include "sessionlib-ha.auth.users" . | fromJsonArray }}
+{{- $key := printf "%s-password" $user }}
+{{- $_ := set $data $key (index $current $key | default (randAlphaNum 32 | b64enc)) }}
+{{- end }}
+{{- $_ := set .Values "_generatedAuthData" $data }}
+{{- end }}
+{{- get .Values "_generatedAuthData" | toJson }}
+{{- end }}
+
+{{/*
+The pod annotation that rolls pods when a password they read changes (a Secret's values reach
+the environment only at container start): a checksum of those users' passwords, from the
+Secret the chart creates, or from auth.existingSecret as lookup finds it. Offline renders
+cannot see an existingSecret, so there it stays put: roll by hand after changing it. Call with
+(dict "root" $ "users" (list "sessionlib")); nothing without auth.
+*/}}
+{{- define "sessionlib-ha.auth.checksumAnnotation" -}}
+{{- if .root.Values.auth.enabled }}
+{{- $data := dict }}
+{{- if .root.Values.auth.existingSecret }}
+{{- $data = include "sessionlib-ha.auth.clusterData" .root | fromJson }}
+{{- else }}
+{{- $data = include "sessionlib-ha.auth.generatedData" .root | fromJson }}
+{{- end }}
+{{- $read := dict }}
+{{- range $user := .users }}
+{{- $key := include "sessionlib-ha.auth.key" (dict "root" $.root "user" $user) }}
+{{- $_ := set $read $key (index $data $key) }}
+{{- end }}
+checksum/auth: {{ toJson $read | sha256sum }}
+{{- end }}
 {{- end }}
 
 {{/* Where every container finds the TLS Secret's files. */}}
@@ -297,5 +448,27 @@ names the setting, instead of a cluster that never becomes ready.
 {{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.existingSecret) }}
 {{- fail "tls.enabled needs tls.existingSecret: a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt" }}
+{{- end }}
+{{- $memory := include "sessionlib-ha.redis.memory" . | fromJson }}
+{{- if and .Values.redis.maxmemory (not $memory) }}
+{{- fail (printf "redis.maxmemory %s needs redis.resources.limits.memory: the room beside the data (replica output buffer, a fork's copy-on-write) is sized from that limit" .Values.redis.maxmemory) }}
+{{- end }}
+{{- if $memory }}
+{{- $half := div (int64 $memory.limit) 2 }}
+{{- if gt (int64 $memory.maxmemory) $half }}
+{{- fail (printf "redis.maxmemory %s is more than half of redis.resources.limits.memory %s: the other half holds the replica output buffer (a quarter) and a fork's copy-on-write (a quarter), or Redis is OOM-killed during an AOF rewrite or a full sync. Set redis.maxmemory to %s or less, or leave it empty, or raise the limit" .Values.redis.maxmemory (toString .Values.redis.resources.limits.memory) (include "sessionlib-ha.redisSize" $half)) }}
+{{- end }}
+{{- end }}
+{{- if regexMatch `(?m)^\s*(maxmemory|client-output-buffer-limit\s+(replica|slave)|shutdown-timeout)\s` .Values.redis.extraConfig }}
+{{- fail "redis.extraConfig may not set maxmemory, client-output-buffer-limit replica or shutdown-timeout: they follow from redis.resources.limits.memory, redis.maxmemory and redis.shutdownTimeoutSeconds, which the chart checks against each other" }}
+{{- end }}
+{{- /* Stopping a Redis pod: both preStop hooks side by side (the Redis one hands the master
+       role over, the Sentinel one waits for that, each up to preStopTimeoutSeconds), then
+       Redis' shutdown (shutdown-timeout), plus a margin for the hook's redis-cli calls outside
+       its deadline (3 s timeout each) and the final AOF fsync. */}}
+{{- $stopMargin := 10 }}
+{{- $stopTakes := add .Values.redis.preStopTimeoutSeconds .Values.redis.shutdownTimeoutSeconds $stopMargin }}
+{{- if lt (int .Values.redis.terminationGracePeriodSeconds) (int $stopTakes) }}
+{{- fail (printf "redis.terminationGracePeriodSeconds %d is shorter than stopping a Redis pod may take: redis.preStopTimeoutSeconds %d (the Redis and Sentinel preStop hooks, side by side) + redis.shutdownTimeoutSeconds %d + %d s for the hook's last redis-cli calls and the AOF fsync = %d. Kubernetes would kill Redis in the middle of its hand-over or shutdown" (int .Values.redis.terminationGracePeriodSeconds) (int .Values.redis.preStopTimeoutSeconds) (int .Values.redis.shutdownTimeoutSeconds) $stopMargin (int $stopTakes)) }}
 {{- end }}
 {{- end }}

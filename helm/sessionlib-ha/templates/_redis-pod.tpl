@@ -17,9 +17,10 @@ swapped for 127.0.0.1), so a variable missing here fails there.
   value: {{ .Values.sentinel.port | quote }}
 - name: SENTINELS
   value: {{ include "sessionlib-ha.sentinel.addresses" . | fromJsonArray | join " " | quote }}
-# Pod 0 is master when no sentinel answers: a first install, or every sentinel gone at once.
-- name: FALLBACK_MASTER
-  value: {{ printf "%s:%d" (include "sessionlib-ha.redis.podHost" (dict "root" . "index" 0)) (int .Values.redis.port) | quote }}
+# Every Redis node, in pod order: where the scripts look for a running master, and who
+# elects one from their data when no sentinel answers (a cold start, a first install).
+- name: REDIS_NODES
+  value: {{ include "sessionlib-ha.redis.addresses" . | fromJsonArray | join " " | quote }}
 - name: MASTER_NAME
   value: {{ .Values.sentinel.masterName | quote }}
 - name: QUORUM
@@ -34,8 +35,12 @@ swapped for 127.0.0.1), so a variable missing here fails there.
   value: {{ .Values.redis.minReplicasMaxLag | quote }}
 - name: PRESTOP_TIMEOUT_SECONDS
   value: {{ .Values.redis.preStopTimeoutSeconds | quote }}
-- name: EMPTY_MASTER_WAIT_SECONDS
-  value: {{ .Values.redis.emptyMasterWaitSeconds | quote }}
+- name: COLD_START_WAIT_SECONDS
+  value: {{ .Values.redis.coldStartWaitSeconds | quote }}
+- name: STALE_SENTINEL_SECONDS
+  value: {{ .Values.sentinel.staleSentinelSeconds | quote }}
+- name: RESET_STAGGER_SECONDS
+  value: {{ .Values.sentinel.resetStaggerSeconds | quote }}
 - name: RESOLVE_WAIT_SECONDS
   value: {{ .Values.sentinel.resolveWaitSeconds | quote }}
 - name: TEMPLATE_DIR

@@ -4,7 +4,7 @@
 #
 # POSIX sh on purpose: the chart uses the official Debian-based redis image (where sh is dash),
 # and staying POSIX keeps the -alpine variant (busybox ash) possible. Tools used: redis-cli,
-# awk, sed, grep, sort, uniq, head, timeout, date, sha256sum; getent when present.
+# awk, sed, grep, sort, uniq, head, wc, timeout, date, sha1sum, sha256sum; getent when present.
 #
 # The environment is the contract with the pod spec (and with tests/helm, which runs these
 # scripts on 127.0.0.1 with the same variables):
@@ -12,7 +12,9 @@
 #   REDIS_PORT        Redis port of every node (a test gives each node its own)
 #   SENTINEL_PORT     Sentinel port of this pod
 #   SENTINELS         every sentinel as host:port, space-separated
-#   FALLBACK_MASTER   host:port of the node that is master when no sentinel answers (pod 0)
+#   REDIS_NODES       every Redis node as host:port, space-separated, in pod order
+#   COLD_START_WAIT_SECONDS  how long an election waits for every node before a majority
+#                     of them elects (see elect_master)
 #   MASTER_NAME       the name the sentinels monitor the master under
 #   ADMIN_PASSWORD, SESSIONLIB_PASSWORD, REPLICA_PASSWORD, SENTINEL_PASSWORD,
 #   EXPORTER_PASSWORD the password of each ACL user of deploy/redis/users.acl and
@@ -89,18 +91,92 @@ sentinel_master() {
     done | sort | uniq -c | sort -k1,1nr -k2,2 | awk 'NR == 1 { print $2 }'
 }
 
-# current_master: what the sentinels say, else FALLBACK_MASTER. Whatever the sentinels name
-# wins even if it is down right now: they will fail it over, and a node that started as a
-# master of its own instead would be a second master (split brain).
-current_master() {
-    _master=$(sentinel_master)
-    if [ -n "$_master" ]; then
-        log "sentinels name $_master as master of $MASTER_NAME"
-    else
-        _master=$FALLBACK_MASTER
-        log "no sentinel answered; starting from the fallback master $_master"
+# A node that must not serve until it knows its master replicates from this address, where
+# nothing listens: it keeps the data it loaded, refuses writes (READONLY) and lets no replica
+# copy from it (Redis answers NOMASTERLINK). "Parked", until it follows a master or is elected.
+PARKED_MASTER=127.0.0.1:1
+
+# node_summary HOST:PORT: "<address> <state> <offset> <keys>" for a node that answers, where
+# state is master, replica or parked; nothing for a node that does not (or is LOADING).
+# offset is the replication offset; Redis 7.0 does not keep it across a restart from the AOF,
+# so after a cold start every node reports 0 and the number of keys tells them apart.
+node_summary() {
+    _info=$(redis_cli "$(host_of "$1")" "$(port_of "$1")" INFO replication keyspace \
+        2>/dev/null | tr -d '\r') || return 0
+    printf '%s\n' "$_info" | awk -v address="$1" -v parked="$PARKED_MASTER" '
+        /^role:/ { role = substr($0, 6) }
+        /^master_host:/ { host = substr($0, 13) }
+        /^master_port:/ { port = substr($0, 13) }
+        /^master_repl_offset:/ { offset = substr($0, 20) }
+        /^db[0-9]+:keys=/ { split($0, field, /[=,]/); keys += field[2] }
+        END {
+            if (role == "") exit
+            state = role == "master" ? "master" : (host ":" port == parked ? "parked" : "replica")
+            print address, state, offset + 0, keys + 0
+        }'
+}
+
+# live_master: the first Redis node of REDIS_NODES that answers as master, or nothing.
+live_master() {
+    for _node in $REDIS_NODES; do
+        case $(node_summary "$_node") in
+            *" master "*)
+                printf '%s\n' "$_node"
+                return 0
+                ;;
+        esac
+    done
+}
+
+is_live_master() {
+    case $(node_summary "$1") in
+        *" master "*) return 0 ;;
+    esac
+    return 1
+}
+
+# elect_master SINCE: for when no master runs anywhere and no sentinel knows one (a cold
+# start, a first install). Among the Redis nodes that answer, the one holding the most data
+# (highest replication offset, then most keys; ties to the earlier pod) is made master and
+# printed. Every node must answer, or a majority once COLD_START_WAIT_SECONDS have passed
+# since SINCE (a node that never comes back must not block the others); until then this
+# prints nothing. Every pod that elects from the same answers picks the same node, and a node
+# without data never wins while one that answers holds some: no replica copies an empty set.
+elect_master() {
+    _summaries=$(for _node in $REDIS_NODES; do node_summary "$_node"; done)
+    _answered=$(printf '%s\n' "$_summaries" | awk 'NF { n++ } END { print n + 0 }')
+    _total=$(echo "$REDIS_NODES" | wc -w)
+    if [ "$_answered" -lt "$_total" ]; then
+        [ $(($(date +%s) - $1)) -ge "${COLD_START_WAIT_SECONDS:-30}" ] || return 0
+        if [ $((_answered * 2)) -le "$_total" ]; then
+            log "no master anywhere, and only $_answered of $_total Redis nodes answer:" \
+                "waiting for a majority to elect one"
+            return 0
+        fi
     fi
-    printf '%s\n' "$_master"
+    # Sort key: holds data at all, then offset, then keys, then pod order.
+    _winner=$(printf '%s\n' "$_summaries" |
+        awk 'NF { print ($4 > 0), $3, $4, ++n, $1, $2 }' |
+        sort -k1,1nr -k2,2nr -k3,3nr -k4,4n | head -n 1)
+    # shellcheck disable=SC2086 # split into its fields on purpose
+    set -- $_winner
+    if [ "$6" != master ]; then
+        redis_cli "$(host_of "$5")" "$(port_of "$5")" REPLICAOF NO ONE >/dev/null || return 0
+        log "elected $5 master of $MASTER_NAME ($3 keys, offset $2; $_answered of" \
+            "$_total nodes answered)"
+    fi
+    printf '%s\n' "$5"
+}
+
+# follow_master ADDRESS: make the local Redis a replica of ADDRESS.
+follow_master() {
+    local_redis REPLICAOF "$(host_of "$1")" "$(port_of "$1")" >/dev/null
+}
+
+# sentinel_id HOST:PORT: the id of the sentinel announced at HOST:PORT, derived from that
+# stable address (a pod's DNS name), 40 hex digits as Sentinel wants.
+sentinel_id() {
+    printf '%s' "$1" | sha1sum | awk '{ print $1 }'
 }
 
 is_me() {
