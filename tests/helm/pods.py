@@ -44,6 +44,8 @@ class Pod:
     sentinel_port: int
     directory: Path
     ip: str
+    # Whether its name resolves: the headless Service publishes a pod only while it exists.
+    published: bool = True
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -88,7 +90,8 @@ class PodSet:
 
     def _write_hosts(self) -> None:
         # In place: the pods' bind mounts hold this very file (inode), not its path.
-        lines = ["127.0.0.1 localhost", *(f"{p.ip} {p.name}" for p in self.pods)]
+        names = (f"{p.ip} {p.name}" for p in self.pods if p.published)
+        lines = ["127.0.0.1 localhost", *names]
         with self._hosts.open("w") as hosts:
             hosts.write("\n".join(lines) + "\n")
 
@@ -125,6 +128,11 @@ class PodSet:
                 pod.processes[container] = self._start_command(
                     argv, self.env(pod, container), pod.log(container)
                 )
+
+    def publish(self, index: int, published: bool = True) -> None:
+        """Whether the pod's name resolves (a deleted pod's DNS record is gone)."""
+        self.pods[index].published = published
+        self._write_hosts()
 
     def move(self, index: int, ip: str) -> None:
         """The pod is recreated elsewhere: same name, new IP (stop it first)."""

@@ -174,6 +174,11 @@ def test_every_object_lives_in_the_release_namespace(variation: tuple[str, Rende
             "redis.terminationGracePeriodSeconds 60 is shorter than stopping a Redis pod may take:"
             " redis.preStopTimeoutSeconds 45",
         ),
+        (
+            {"redis": {"coldStartWaitSeconds": 90}},
+            "sentinel.startupProbe allows 150 s (periodSeconds x failureThreshold), not more than"
+            " twice redis.coldStartWaitSeconds 90",
+        ),
     ],
 )
 def test_values_that_cannot_work_together_are_refused_by_name(

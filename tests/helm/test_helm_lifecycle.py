@@ -223,7 +223,9 @@ def test_a_cold_start_without_pod_zero_elects_a_master_from_the_others(
     for index in range(3):
         pods.lose_sentinel_dir(index)
 
-    # Pod 0 never returns (its node is gone); pods 1 and 2 must manage without it.
+    # Pod 0 never returns (its node is gone, its name no longer resolves); pods 1 and 2 must
+    # manage without it.
+    pods.publish(0, False)
     pods.start(1, 2)
     new_master = pods.wait_for_agreed_master(1, 2, timeout=90)
     assert pods.index_of(new_master) in (1, 2)
@@ -236,6 +238,7 @@ def test_a_cold_start_without_pod_zero_elects_a_master_from_the_others(
     assert pods.running(1, "sentinel") and pods.running(2, "sentinel"), "no crash loop"
 
     # When pod 0 does come back, it joins as a replica and gets everything.
+    pods.publish(0)
     pods.start(0)
     wait_until(
         "pod 0 rejoins as a replica with every session",

@@ -468,6 +468,12 @@ names the setting, instead of a cluster that never becomes ready.
        its deadline (3 s timeout each) and the final AOF fsync. */}}
 {{- $stopMargin := 10 }}
 {{- $stopTakes := add .Values.redis.preStopTimeoutSeconds .Values.redis.shutdownTimeoutSeconds $stopMargin }}
+{{- /* A cold start keeps the sentinels waiting for the election, which waits up to
+       coldStartWaitSeconds for every node: the startup probe must outlast that. */}}
+{{- $sentinelStartup := mul (int .Values.sentinel.startupProbe.periodSeconds) (int .Values.sentinel.startupProbe.failureThreshold) }}
+{{- if le (int $sentinelStartup) (mul 2 (int .Values.redis.coldStartWaitSeconds)) }}
+{{- fail (printf "sentinel.startupProbe allows %d s (periodSeconds x failureThreshold), not more than twice redis.coldStartWaitSeconds %d: on a cold start a Sentinel waits for the Redis nodes' election, which waits that long for every node, and would be restarted in the middle of it" (int $sentinelStartup) (int .Values.redis.coldStartWaitSeconds)) }}
+{{- end }}
 {{- if lt (int .Values.redis.terminationGracePeriodSeconds) (int $stopTakes) }}
 {{- fail (printf "redis.terminationGracePeriodSeconds %d is shorter than stopping a Redis pod may take: redis.preStopTimeoutSeconds %d (the Redis and Sentinel preStop hooks, side by side) + redis.shutdownTimeoutSeconds %d + %d s for the hook's last redis-cli calls and the AOF fsync = %d. Kubernetes would kill Redis in the middle of its hand-over or shutdown" (int .Values.redis.terminationGracePeriodSeconds) (int .Values.redis.preStopTimeoutSeconds) (int .Values.redis.shutdownTimeoutSeconds) $stopMargin (int $stopTakes)) }}
 {{- end }}
