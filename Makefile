@@ -18,6 +18,10 @@ SECURE_FLAG   := $(if $(filter 1 yes true,$(SECURE)),--secure)
 # the current master, for clients that cannot ask Sentinel (off by default).
 HAPROXY       ?=
 HAPROXY_FLAG  := $(if $(filter 1 yes true,$(HAPROXY)),--haproxy)
+# `make up-local MODE=cluster`: a Redis Cluster on 7001-7006 instead of Sentinel (DESIGN.md §3a);
+# only Redis until sessionlib has its cluster mode.
+MODE          ?=
+MODE_FLAG     := $(if $(MODE),--mode $(MODE))
 # `make up-ha TLS=1`: the compose stack with TLS (deploy/compose/tls.yml); certificates are
 # issued on the host with the project's Python, hence `setup` first.
 TLS           ?=
@@ -100,8 +104,8 @@ typecheck: setup ## mypy --strict on the library
 demo: setup ## the main job: the local HA stack, a login, a cart, a killed master, nothing lost (SECURE=1: TLS + ACL)
 	$(PY) -m deploy.local.demo $(SECURE_FLAG)
 
-up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart (+ redis_exporter, Prometheus when installed) on 127.0.0.1 (SECURE=1: TLS + ACL; HAPROXY=1: master endpoint)
-	$(TOPOLOGY) up $(SECURE_FLAG) $(HAPROXY_FLAG)
+up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart (+ redis_exporter, Prometheus when installed) on 127.0.0.1 (SECURE=1: TLS + ACL; HAPROXY=1: master endpoint; MODE=cluster: Redis Cluster 7001-7006)
+	$(TOPOLOGY) up $(MODE_FLAG) $(SECURE_FLAG) $(HAPROXY_FLAG)
 
 down-local: setup ## stop everything up-local started
 	$(TOPOLOGY) down

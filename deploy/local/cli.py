@@ -7,10 +7,12 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy.local.errors import TopologyError
+from deploy.local.cluster import ClusterSpec, LocalCluster
+from deploy.local.errors import AlreadyRunning, TopologyError
 from deploy.local.haproxy import DEFAULT_PORT as HAPROXY_PORT
 from deploy.local.haproxy import running_master_endpoint, start_master_endpoint
 from deploy.local.observability import (
@@ -45,15 +47,24 @@ that `up` wrote in the run directory.
   --haproxy                SESSIONLIB_LOCAL_HAPROXY=1        default off: HAProxy, an
                            endpoint that always leads to the current master
   --haproxy-port P         SESSIONLIB_LOCAL_HAPROXY_PORT     default {HAPROXY_PORT}
+  --mode sentinel|cluster  SESSIONLIB_LOCAL_MODE             default sentinel; cluster: a
+                           Redis Cluster of 3 masters + 3 replicas and nothing else (the
+                           services need sessionlib's cluster mode, not yet available)
+  --cluster-ports P,...    SESSIONLIB_LOCAL_CLUSTER_PORTS    default 7001,...,7006
+                           (the first three start as masters, the next three replicate them)
+  --cluster-bus-ports P,.. SESSIONLIB_LOCAL_CLUSTER_BUS_PORTS  default each port + 10000
 
 NODE is a name (redis-1, sentinel-2), a port (6381), host:port, or `master` (the
-current master as the sentinels name it).
+current master as the sentinels name it). In cluster mode NODE is a name (cluster-1), a
+port (7001) or host:port, and `master KEY|SLOT` names the master serving a key or a slot
+(digits below 16384 are a slot; write the key 123 as {{123}}, which hashes the same).
 
 Examples:
   {PROG} up
   {PROG} up --secure
   {PROG} kill master && {PROG} wait-failover --from 127.0.0.1:6380
   {PROG} restart redis-1
+  {PROG} up --mode cluster && {PROG} master session:42
   {PROG} down
 """
 
@@ -123,6 +134,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--timeout", type=float, default=30.0, help="seconds (default: 30)")
     up.add_argument(
+        "--mode",
+        choices=["sentinel", "cluster"],
+        default=os.environ.get("SESSIONLIB_LOCAL_MODE") or "sentinel",
+        help="Sentinel topology or Redis Cluster (DESIGN.md §3a) (default: %(default)s)",
+    )
+    up.add_argument(
+        "--cluster-ports",
+        type=_ports,
+        default=_ports(
+            os.environ.get("SESSIONLIB_LOCAL_CLUSTER_PORTS", "7001,7002,7003,7004,7005,7006")
+        ),
+        metavar="P,...",
+        help="cluster mode: node ports, masters first (default: 7001-7006)",
+    )
+    up.add_argument(
+        "--cluster-bus-ports",
+        type=_ports,
+        default=_ports(os.environ.get("SESSIONLIB_LOCAL_CLUSTER_BUS_PORTS", "")),
+        metavar="P,...",
+        help="cluster mode: cluster bus ports (default: each node port + 10000)",
+    )
+    up.add_argument(
         "--gateway-port",
         type=int,
         default=int(os.environ.get("SESSIONLIB_LOCAL_GATEWAY_PORT", "8080")),
@@ -173,7 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("down", parents=[run_dir], help="stop everything `up` started")
     commands.add_parser("status", parents=[run_dir], help="each node's state and role")
-    commands.add_parser("master", parents=[run_dir], help="print the current master host:port")
+    master = commands.add_parser(
+        "master", parents=[run_dir], help="print the current master host:port"
+    )
+    master.add_argument(
+        "key", nargs="?", metavar="KEY|SLOT", help="cluster mode: the key or slot to look up"
+    )
     for name, text in [
         ("kill", "SIGKILL a node"),
         ("pause", "SIGSTOP a node"),
@@ -210,7 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    cluster = LocalCluster(args.run_dir)
+    # `up` starts the mode asked for; the other commands act on whichever mode runs.
+    in_cluster_mode = args.mode == "cluster" if args.command == "up" else bool(cluster.processes)
+    if in_cluster_mode:
+        return _run_cluster(args, cluster)
     if args.command == "up":
+        _refuse_while_running(cluster)
         spec = TopologySpec(
             redis_ports=args.redis_ports,
             sentinel_ports=args.sentinel_ports,
@@ -246,6 +290,8 @@ def _run(args: argparse.Namespace) -> int:
     topology = LocalTopology(args.run_dir)
     if args.command == "down":
         return _down(topology)
+    if args.command == "master" and args.key is not None:
+        raise TopologyError("`master KEY|SLOT` is for cluster mode; the Sentinel topology has one")
     if not topology.processes:
         raise TopologyError(
             f"no local topology is recorded in {topology.run_dir}; start one with "
@@ -275,6 +321,67 @@ def _run(args: argparse.Namespace) -> int:
         pid = next((p.pid for p in topology.processes if p.name == node.name), None)
         print(f"{args.command}: {node.name} ({node.address}, pid {pid})")
     return 0
+
+
+def _run_cluster(args: argparse.Namespace, cluster: LocalCluster) -> int:
+    """The commands in cluster mode (DESIGN.md §3a): only Redis runs, no services."""
+    if args.command == "up":
+        if args.secure or args.haproxy:
+            raise TopologyError("--secure and --haproxy are not available in cluster mode yet")
+        _refuse_while_running(LocalTopology(args.run_dir))
+        spec = ClusterSpec(
+            ports=args.cluster_ports, bus_ports=args.cluster_bus_ports, password=args.password
+        )
+        cluster = LocalCluster(args.run_dir, spec)
+        started = time.monotonic()
+        cluster.up(timeout=args.timeout)
+        _print_table(cluster.status())
+        print(f"\n{cluster.summary()}; created in {time.monotonic() - started:.1f}s")
+        print(f"startup nodes {','.join(cluster.startup_nodes)}")
+        print(
+            "only Redis runs: gateway, cart and the exporters need sessionlib's cluster mode, "
+            "which is not yet available"
+        )
+        down = (
+            "make down-local"
+            if cluster.run_dir == DEFAULT_RUN_DIR.absolute()
+            else (f"{PROG} down --run-dir {cluster.run_dir}")
+        )
+        print(f"stop it with: {down}")
+        return 0
+    if args.command == "down":
+        stopped = cluster.down() + LocalTopology(args.run_dir).down()
+        print(f"stopped {', '.join(stopped)}" if stopped else "none was still running")
+        return 0
+    if args.command == "status":
+        _print_table(cluster.status())
+        print(f"\n{cluster.summary()}")
+    elif args.command == "master":
+        if args.key is None:
+            raise TopologyError("in cluster mode give a key or a slot: `master KEY|SLOT`")
+        print(cluster.master_of(args.key).address)
+    elif args.command == "wait-failover":
+        print(cluster.wait_for_failover(args.old, timeout=args.timeout).address)
+    else:
+        actions = {
+            "kill": cluster.kill,
+            "pause": cluster.pause,
+            "resume": cluster.resume,
+            "restart": cluster.restart,
+        }
+        node = actions[args.command](args.node)
+        pid = next((p.pid for p in cluster.processes if p.name == node.name), None)
+        print(f"{args.command}: {node.name} ({node.address}, pid {pid})")
+    return 0
+
+
+def _refuse_while_running(other: LocalTopology | LocalCluster) -> None:
+    """One mode at a time per run directory: both use the same service ports and `down`."""
+    if other.is_running():
+        raise AlreadyRunning(
+            f"a local topology is already running from {other.run_dir}; stop it first with "
+            f"`make down-local` (default run dir) or `{PROG} down --run-dir {other.run_dir}`"
+        )
 
 
 def _down(topology: LocalTopology) -> int:

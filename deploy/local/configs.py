@@ -239,3 +239,16 @@ def _write_config(path: Path, text: str, *, private: bool) -> Path:
         return write_private(path, text)
     path.write_text(text)
     return path
+
+
+def cluster_directives(*, bus_port: int, node_timeout_ms: int) -> str:
+    """What turns a rendered redis.conf into a Redis Cluster node (DESIGN §3a), appended after
+    the template like the TLS lines: the node keeps its view of the cluster in nodes.conf
+    beside its data, and gossips on `bus_port` (by default Redis would take port + 10000)."""
+    return (
+        "\n# --- Redis Cluster (cluster mode) ---\n"
+        "cluster-enabled yes\n"
+        "cluster-config-file nodes.conf\n"
+        f"cluster-port {bus_port}\n"
+        f"cluster-node-timeout {node_timeout_ms}\n"
+    )
