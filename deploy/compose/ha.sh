@@ -4,6 +4,8 @@
 #
 #   deploy/compose/ha.sh up [SERVICE...]   create .env if missing, start, wait until healthy
 #   deploy/compose/ha.sh down [-v]         stop and remove containers (-v: and the data volumes)
+#   deploy/compose/ha.sh stop | start      stop the containers, keeping them; start them again
+#                                          and wait until healthy
 #   deploy/compose/ha.sh ps | build | config | logs [ARGS...]
 #   deploy/compose/ha.sh compose ARGS...   any other compose command, same files and project
 #
@@ -167,12 +169,12 @@ EOF
 
 main() {
 	local command=${1:-}
-	[[ -n $command ]] || die "usage: ha.sh up|down|ps|build|config|logs|compose [ARGS...]"
+	[[ -n $command ]] || die "usage: ha.sh up|down|stop|start|ps|build|config|logs|compose [ARGS...]"
 	shift
 	[[ $network == bridge || $network == host ]] || die "HA_NETWORK is bridge or host"
 	detect_compose
 	case $command in
-	down | ps | logs)
+	down | stop | ps | logs)
 		if [[ ! -f $env_file ]]; then
 			echo "ha.sh: no $env_file, so nothing was started with it"
 			return 0
@@ -191,9 +193,17 @@ main() {
 	down)
 		run_compose down --remove-orphans "$@"
 		;;
+	# Whatever failed over while the stack ran, each node asks the sentinels at start which one
+	# is master now, so a stopped stack comes back with the data of the last master.
+	start)
+		run_compose start "$@"
+		wait_healthy
+		print_endpoints
+		;;
+	stop) run_compose stop "$@" ;;
 	ps | build | config | logs) run_compose "$command" "$@" ;;
 	compose) run_compose "$@" ;;
-	*) die "unknown command '$command'; use up|down|ps|build|config|logs|compose" ;;
+	*) die "unknown command '$command'; use up|down|stop|start|ps|build|config|logs|compose" ;;
 	esac
 }
 

@@ -83,7 +83,7 @@ def ha_stack(
     timings = stack.timings
     try:
         mark = time.monotonic()
-        # The services' own Dockerfiles, unchanged, on the stand-in python:3.11-slim.
+        # The services' own Dockerfile, unchanged, on the stand-in python:3.11-slim.
         stack.ha("build", "cart", "gateway")
         timings["build services"] = time.monotonic() - mark
         mark = time.monotonic()

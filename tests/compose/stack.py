@@ -178,6 +178,38 @@ class HaStack:
         client: redis.Redis = self.sentinel().master_for(MASTER_NAME, decode_responses=True)
         return client
 
+    def node(self, service: str) -> redis.Redis:
+        """The admin user on one Redis node (redis-1..3), from the host."""
+        port = self.ports[f"REDIS_{service.rsplit('-', 1)[1]}_PORT"]
+        return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, **self.login())
+
+    def masters_named_by_each_sentinel(self) -> list[tuple[str, int] | None]:
+        """What each of the three sentinels, asked on its own, names as master (None: no
+        answer), so a disagreement shows."""
+        named: list[tuple[str, int] | None] = []
+        for n in (1, 2, 3):
+            port = self.ports[f"SENTINEL_{n}_PORT"]
+            try:
+                with redis.Redis(
+                    host="127.0.0.1", port=port, decode_responses=True, **self.login()
+                ) as sentinel:
+                    host, master_port = sentinel.execute_command(
+                        "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME
+                    )
+                named.append((str(host), int(master_port)))
+            except (redis.RedisError, TypeError, ValueError):
+                named.append(None)
+        return named
+
+    def replicas_in_sync(self) -> int:
+        """How many replicas the master the sentinels name has online, 0 when it is down."""
+        try:
+            info = self.master_client().info("replication")
+        except redis.RedisError:
+            return 0
+        replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        return sum(1 for replica in replicas if replica.get("state") == "online")
+
     def save_logs(self, path: Path) -> None:
         """Every container's log, for reading after a failed run."""
         with_logs = subprocess.run(

@@ -27,6 +27,8 @@ from tests.compose.stack import HA_SCRIPT, REPO
 COMPOSE_FILE = REPO / "docker-compose.ha.yml"
 HOSTNET_FILE = REPO / "deploy" / "compose" / "hostnet.yml"
 TLS_FILE = REPO / "deploy" / "compose" / "tls.yml"
+# gateway and cart: one stage each on a shared base stage.
+SERVICES_DOCKERFILE = REPO / "services" / "Dockerfile"
 # Variables the compose files read that deploy/compose/ha.sh sets itself, not .env.
 SET_BY_HA_SCRIPT = {"HA_REDIS_SCHEME", "HA_TLS_DIR"}
 # The users of deploy/redis/users.acl, each with a password in .env.
@@ -79,6 +81,12 @@ def _compose_config(tmp_path: Path, network: str, tls: bool = False) -> dict[str
         )
     )
     return config
+
+
+def _stages(dockerfile: Path) -> list[tuple[str, str]]:
+    """(what it builds FROM, its name or "") for each stage of a Dockerfile, in order."""
+    text = dockerfile.read_text()
+    return re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, flags=re.M | re.I)
 
 
 @pytest.fixture
@@ -225,12 +233,33 @@ def test_every_image_the_real_run_needs_has_a_standin(
     services = _compose_config(tmp_path, "bridge")["services"]
     assert isinstance(services, dict)
     named = {s["image"] for s in services.values() if "build" not in s}
-    for dockerfile in REPO.glob("services/*/Dockerfile"):
-        named |= set(re.findall(r"^FROM\s+(\S+)", dockerfile.read_text(), flags=re.M))
+    for build in (s["build"] for s in services.values() if "build" in s):
+        stages = _stages(Path(build["context"]) / build["dockerfile"])
+        # A stage built FROM an earlier stage pulls nothing.
+        named |= {base for base, _ in stages} - {name for _, name in stages}
 
     missing = named - {s.tag for s in STANDINS}
 
     assert {image.split(":")[0] for image in missing} == WITHOUT_STANDIN
+
+
+def test_gateway_and_cart_build_from_one_shared_base_stage(
+    tmp_path: Path, docker_compose_v1: str
+) -> None:
+    services = _compose_config(tmp_path, "bridge")["services"]
+    assert isinstance(services, dict)
+    builds = [services[name]["build"] for name in ("gateway", "cart")]
+
+    stages = {name: base for base, name in _stages(SERVICES_DOCKERFILE)}
+
+    assert [b["dockerfile"] for b in builds] == ["services/Dockerfile"] * 2
+    assert [b["target"] for b in builds] == ["gateway", "cart"]
+    (shared,) = {stages[b["target"]] for b in builds}
+    assert stages[shared] in {s.tag for s in STANDINS}, "the shared stage starts the file"
+    # No copy of the base steps: the library is installed once, and no service keeps a
+    # Dockerfile of its own.
+    assert SERVICES_DOCKERFILE.read_text().count("pip install") == 1
+    assert sorted(REPO.glob("services/**/*Dockerfile*")) == [SERVICES_DOCKERFILE]
 
 
 # --- ha.sh ---------------------------------------------------------------------------------

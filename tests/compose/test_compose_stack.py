@@ -1,8 +1,10 @@
-"""docker-compose.ha.yml run for real: images built locally, the stack healthy, and the
-services still serving the same sessions after `docker kill` of the master's container."""
+"""docker-compose.ha.yml run for real: images built locally, the stack healthy, the services
+still serving the same sessions after `docker kill` of the master's container, and after a
+restart of the whole stack that follows such a failover."""
 
-# The tests share one stack (bringing it up takes a while); the failover test breaks it, so it
-# comes last in this file, which is the order pytest runs them in.
+# The tests share one stack (bringing it up takes a while); the failover tests break it, so they
+# come last in this file, which is the order pytest runs them in, and each restart test first
+# brings back what an earlier one left down.
 
 from __future__ import annotations
 
@@ -19,6 +21,11 @@ pytestmark = [pytest.mark.compose_engine, pytest.mark.timeout(1800)]
 # Sentinel's down-after (1 s in the test env) plus the election and the services' switch; a
 # write that waits longer than this means the stack did not recover by itself.
 RECOVERY_BUDGET_SECONDS = 20.0
+# From `up` (or `start`) of a stopped stack to every container healthy: a fresh stack takes
+# about 15 s. One that waits longer is stuck (before the fix it never came back: redis-1 waited
+# for a master that waited for redis-1).
+RESTART_BUDGET_SECONDS = 60.0
+NODES = ("redis-1", "redis-2", "redis-3", "sentinel-1", "sentinel-2", "sentinel-3")
 
 
 def _login(client: httpx.Client, user: str) -> str:
@@ -118,3 +125,94 @@ def test_sessions_survive_when_the_master_container_is_killed(ha_stack: HaStack)
     assert ha_stack.master_client().hget(f"sessionlib:s:{{{session_id}}}", "_user") == "kim"
     # docker kill is not a crash that a restart policy undoes: the old master stays down.
     assert ha_stack.state(master_service)["Status"] == "exited"
+
+
+def _fill_cart(gateway: httpx.Client, user: str) -> dict[str, str]:
+    headers = {"X-Session-Id": _login(gateway, user)}
+    answer = gateway.post("/cart/items", json={"sku": "tea", "qty": 1}, headers=headers)
+    assert answer.status_code == 201, answer.text
+    return headers
+
+
+def _kill_master_and_write(
+    ha_stack: HaStack, gateway: httpx.Client, headers: dict[str, str]
+) -> str:
+    """docker kill of the master's container, then the next cart write retried until the new
+    master takes it; the killed service's name."""
+    killed = ha_stack.redis_service_on_port(ha_stack.master_address()[1])
+    ha_stack.engine.docker("kill", ha_stack.container(killed))
+
+    def cup_added() -> bool:
+        answer = gateway.post("/cart/items", json={"sku": "cup", "qty": 2}, headers=headers)
+        return answer.status_code == 201
+
+    wait_until(cup_added, timeout=RECOVERY_BUDGET_SECONDS, what="a write after the failover")
+    return killed
+
+
+def _stack_back_whole(ha_stack: HaStack) -> None:
+    """A killed node's container started again (as `make up-ha` would) and both replicas in
+    sync."""
+    for node in NODES:
+        if ha_stack.state(node)["Status"] != "running":
+            ha_stack.engine.docker("start", ha_stack.container(node))
+    wait_until(lambda: ha_stack.replicas_in_sync() == 2, timeout=60, what="2 replicas in sync")
+
+
+def _assert_session_and_cart_intact(ha_stack: HaStack, headers: dict[str, str], user: str) -> None:
+    # A new client: the gateway restarted, its old connections are gone.
+    gateway = httpx.Client(base_url=ha_stack.url("gateway"), timeout=10)
+    assert gateway.get("/me", headers=headers).json()["user"] == user
+    items = gateway.get("/cart", headers=headers).json()["items"]
+    assert sorted((i["sku"], i["qty"]) for i in items) == [("cup", 2), ("tea", 1)]
+
+
+def test_after_a_failover_down_and_up_bring_the_stack_back_with_every_session(
+    ha_stack: HaStack,
+) -> None:
+    _stack_back_whole(ha_stack)
+    gateway = httpx.Client(base_url=ha_stack.url("gateway"), timeout=10)
+    headers = _fill_cart(gateway, "lee")
+    killed = _kill_master_and_write(ha_stack, gateway, headers)
+    # The old master back as a replica of the new one: its kept config then names a master
+    # that `up` would start only after it (the restart that used to deadlock).
+    _stack_back_whole(ha_stack)
+    master = ha_stack.master_address()
+    assert ha_stack.node(killed).info("replication")["role"] == "slave"
+
+    ha_stack.ha("down")
+    started = time.monotonic()
+    ha_stack.ha("up", *SERVICES)
+    came_back_after = time.monotonic() - started
+    ha_stack.timings["up after a failover until healthy"] = came_back_after
+
+    assert came_back_after < RESTART_BUDGET_SECONDS
+    assert {s: _readiness(ha_stack.state(s)) for s in NODES} == dict.fromkeys(NODES, "healthy")
+    # One master, the one from before the restart (it has the latest writes), for all three.
+    assert ha_stack.masters_named_by_each_sentinel() == [master] * 3
+    _assert_session_and_cart_intact(ha_stack, headers, "lee")
+
+
+def test_after_a_failover_stop_and_start_bring_the_stack_back_with_every_session(
+    ha_stack: HaStack,
+) -> None:
+    _stack_back_whole(ha_stack)
+    gateway = httpx.Client(base_url=ha_stack.url("gateway"), timeout=10)
+    headers = _fill_cart(gateway, "max")
+    killed = _kill_master_and_write(ha_stack, gateway, headers)
+    master = ha_stack.master_address()
+
+    # Stopped right after the failover, with the killed master still down: it comes back too.
+    ha_stack.ha("stop")
+    started = time.monotonic()
+    ha_stack.ha("start")
+    came_back_after = time.monotonic() - started
+    ha_stack.timings["start after a failover until healthy"] = came_back_after
+
+    assert came_back_after < RESTART_BUDGET_SECONDS
+    assert {s: _readiness(ha_stack.state(s)) for s in NODES} == dict.fromkeys(NODES, "healthy")
+    assert ha_stack.masters_named_by_each_sentinel() == [master] * 3
+    # The killed master came back as a replica of the one that replaced it.
+    wait_until(lambda: ha_stack.replicas_in_sync() == 2, timeout=30, what="2 replicas in sync")
+    assert ha_stack.node(killed).info("replication")["master_port"] == master[1]
+    _assert_session_and_cart_intact(ha_stack, headers, "max")

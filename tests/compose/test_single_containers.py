@@ -125,10 +125,12 @@ def _doctor_from_the_host(port: int, password: str) -> subprocess.CompletedProce
 
 @pytest.fixture(scope="module")
 def gateway_image(engine: PrivateDockerEngine) -> str:
-    """The gateway's own Dockerfile, unchanged, on the stand-in python:3.11-slim."""
+    """The gateway's stage of the services' own Dockerfile, unchanged, on the stand-in
+    python:3.11-slim."""
     engine.docker(
         "build", "--network", "host",
-        "-f", str(REPO / "services" / "gateway" / "Dockerfile"),
+        "-f", str(REPO / "services" / "Dockerfile"),
+        "--target", "gateway",
         "-t", GATEWAY_IMAGE,
         str(REPO),
         timeout=900,
