@@ -379,7 +379,7 @@ def _refuse_while_running(other: LocalTopology | LocalCluster) -> None:
     """One mode at a time per run directory: both use the same service ports and `down`."""
     if other.is_running():
         raise AlreadyRunning(
-            f"a local topology is already running from {other.run_dir}; stop it first with "
+            f"{other.running_name} is already running from {other.run_dir}; stop it first with "
             f"`make down-local` (default run dir) or `{PROG} down --run-dir {other.run_dir}`"
         )
 

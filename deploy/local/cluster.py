@@ -6,14 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -21,23 +18,10 @@ from redis.crc import key_slot
 
 from deploy.local import probes
 from deploy.local.configs import cluster_directives, render_redis_conf
-from deploy.local.errors import AlreadyRunning, PortInUse, TopologyError
-from deploy.local.processes import (
-    Liveness,
-    ManagedProcess,
-    RunState,
-    find_binary,
-    liveness,
-    load_state,
-    port_in_use,
-    save_state,
-    send_signal,
-    spawn,
-    stop_processes,
-    wait_for_liveness,
-)
-from deploy.local.spec import Node
-from deploy.local.topology import CLI_COMMAND, DEFAULT_RUN_DIR, NodeStatus
+from deploy.local.errors import TopologyError
+from deploy.local.process_set import CLI_COMMAND, DEFAULT_RUN_DIR, NodeRef, ProcessSet
+from deploy.local.processes import ManagedProcess, find_binary, liveness
+from deploy.local.spec import Node, SavedSpec
 
 log = logging.getLogger("deploy.local")
 
@@ -46,11 +30,9 @@ log = logging.getLogger("deploy.local")
 CLUSTER_STATE_FILE = "cluster-state.json"
 SLOT_COUNT = 16384
 
-NodeRef = Node | str | int
-
 
 @dataclass(frozen=True)
-class ClusterSpec:
+class ClusterSpec(SavedSpec):
     """What to start: the first third of `ports` are masters, then their replicas in the same
     order (7004 replicates 7001, ...). The defaults are DESIGN §3a."""
 
@@ -110,19 +92,6 @@ class ClusterSpec:
             ranges.append((first, last))
             first = last + 1
         return ranges
-
-    def to_settings(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> ClusterSpec:
-        known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {
-            key: tuple(value) if isinstance(value, list) else value
-            for key, value in settings.items()
-            if key in known
-        }
-        return cls(**values)
 
 
 def slot_of(key_or_slot: str | int) -> int:
@@ -185,24 +154,25 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class LocalCluster:
+class LocalCluster(ProcessSet[ClusterSpec]):
     """The Redis Cluster recorded in one run directory: start, inspect, break and stop it.
 
     Every method reads the state file afresh, like LocalTopology, so the CLI, a test and a
-    chaos script can act on the same running cluster one after another.
+    chaos script can act on the same running cluster one after another. `restart` brings a
+    node back with its config, data and nodes.conf: a master whose replica took over comes
+    back as that one's replica.
     """
+
+    running_name = "a local Redis Cluster"
+    start_hint = f"start the cluster with `{CLI_COMMAND} up --mode cluster`"
+    port_options = "--cluster-ports/--cluster-bus-ports (or SESSIONLIB_LOCAL_CLUSTER_PORTS)"
 
     def __init__(
         self,
         run_dir: str | os.PathLike[str] = DEFAULT_RUN_DIR,
         spec: ClusterSpec | None = None,
     ) -> None:
-        self.run_dir = Path(run_dir).absolute()
-        self.state_path = self.run_dir / CLUSTER_STATE_FILE
-        if spec is None:
-            state = load_state(self.state_path)
-            spec = ClusterSpec.from_settings(state.settings) if state else ClusterSpec()
-        self.spec = spec
+        super().__init__(run_dir, CLUSTER_STATE_FILE, spec, ClusterSpec)
         self._last_check = ""  # the report of the latest `redis-cli --cluster check`
 
     # --- what the cluster is ---------------------------------------------------------------
@@ -215,11 +185,6 @@ class LocalCluster:
     def startup_nodes(self) -> list[str]:
         """`host:port` of every node, what a cluster client is given to find the rest."""
         return [node.address for node in self.nodes]
-
-    @property
-    def processes(self) -> list[ManagedProcess]:
-        state = load_state(self.state_path)
-        return state.processes if state else []
 
     def login(self) -> probes.Login:
         return probes.Login(password=self.spec.password)
@@ -235,18 +200,7 @@ class LocalCluster:
         hint = "; `master KEY|SLOT` names the master of a key" if ref == "master" else ""
         raise TopologyError(f"no cluster node {ref!r}; known nodes: {known}{hint}")
 
-    def client(self, ref: NodeRef) -> redis.Redis:
-        """A sync client for one node that fails fast instead of retrying (close it after)."""
-        return probes.connect(self.node(ref), self.login())
-
     # --- start and stop --------------------------------------------------------------------
-
-    def __enter__(self) -> LocalCluster:
-        self.up()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.down()
 
     def up(self, timeout: float = 60.0) -> None:
         """Start the six nodes, create the cluster and return once `redis-cli --cluster check`
@@ -255,6 +209,8 @@ class LocalCluster:
         redis_cli = find_binary("redis-cli")
         self._forget_crashed_run()
         self._check_ports_free()
+        # Always from empty data and an empty nodes.conf: a node remembering an older cluster
+        # would refuse to join this one.
         self._clear_previous_run()
         deadline = time.monotonic() + timeout
         try:
@@ -273,23 +229,6 @@ class LocalCluster:
             stopped = self.down()
             log.warning("stopped what had started: %s", ", ".join(stopped) or "nothing")
             raise
-
-    def start_process(self, process: ManagedProcess) -> None:
-        """Start `process` and record it at once, so even a crash right after can be undone."""
-        spawn(process)
-        state = load_state(self.state_path) or RunState(settings=self.spec.to_settings())
-        state.processes = [p for p in state.processes if p.name != process.name] + [process]
-        save_state(self.state_path, state)
-        log.info("started %s on %s (pid %s)", process.name, process.address, process.pid)
-
-    def down(self, timeout: float = 10.0) -> list[str]:
-        """Stop every recorded process and remove the state file; returns who was running."""
-        stopped = stop_processes(self.processes, timeout)
-        self.state_path.unlink(missing_ok=True)
-        return stopped
-
-    def is_running(self) -> bool:
-        return any(liveness(p) != "dead" for p in self.processes)
 
     def check(self) -> str:
         """The output of `redis-cli --cluster check` against the first live node; raises
@@ -316,31 +255,6 @@ class LocalCluster:
             raise TopologyError(f"the nodes disagree on who serves slot {slot}: {dict(views)}")
         return self.node(address)
 
-    def status(self) -> list[NodeStatus]:
-        """Every node with its pid, alive/paused/dead, its role and the slots it serves."""
-        records = {p.name: p for p in self.processes}
-        rows = []
-        for node in self.nodes:
-            record = records.get(node.name)
-            state: Liveness = liveness(record) if record else "dead"
-            role, detail = "-", ""
-            if state == "alive":
-                try:
-                    role, detail = probes.ask(node, self.login(), _describe)
-                except redis.RedisError as exc:
-                    role, detail = "?", f"no answer ({exc})"
-            rows.append(
-                NodeStatus(
-                    node=node,
-                    pid=record.pid if record else None,
-                    liveness=state,
-                    role=role,
-                    detail=detail,
-                    log=record.log if record else "",
-                )
-            )
-        return rows
-
     def summary(self) -> str:
         """One line on the cluster as the first live node sees it."""
         for node in self._live_nodes():
@@ -354,34 +268,7 @@ class LocalCluster:
                 )
         return "no live node answers"
 
-    # --- break and repair ------------------------------------------------------------------
-
-    def kill(self, ref: NodeRef) -> Node:
-        """SIGKILL a node."""
-        return self._signal(ref, signal.SIGKILL, "dead")
-
-    def pause(self, ref: NodeRef) -> Node:
-        """SIGSTOP a node: it keeps its connections open and answers nothing."""
-        return self._signal(ref, signal.SIGSTOP, "paused")
-
-    def resume(self, ref: NodeRef) -> Node:
-        """SIGCONT a paused node."""
-        return self._signal(ref, signal.SIGCONT, "alive")
-
-    def restart(self, ref: NodeRef, timeout: float = 30.0) -> Node:
-        """Start a node again with its config, data and nodes.conf (stopping it first if it
-        still runs). A master whose replica took over comes back as that one's replica."""
-        node = self.node(ref)
-        process = self._record(node)
-        stop_processes([process])
-        self.start_process(process)
-        probes.wait_until(
-            time.monotonic() + timeout,
-            f"{node.name} did not answer after restart within {timeout:g}s",
-            lambda: probes.ping_problems(node, self.login()),
-            [process],
-        )
-        return node
+    # --- wait for repair -------------------------------------------------------------------
 
     def wait_for_failover(self, old: NodeRef, timeout: float = 30.0) -> Node:
         """Wait until another node of `old`'s group serves its slots, reports ROLE master, and
@@ -563,6 +450,18 @@ class LocalCluster:
 
     # --- internals -------------------------------------------------------------------------
 
+    def _servers(self) -> list[Node]:
+        return self.nodes
+
+    def _describe(self, node: Node) -> tuple[str, str]:
+        """Its role and the slots it serves (a master) or whom it replicates."""
+        return self._ask(node, _role_and_slots)
+
+    def _wanted_ports(self) -> Iterator[tuple[str, int, str]]:
+        for node, bus in zip(self.nodes, self.spec.cluster_bus_ports, strict=True):
+            yield node.host, node.port, node.name
+            yield node.host, bus, f"{node.name}'s cluster bus"
+
     def _wait(self, deadline: float, failure: str, problems: Callable[[], list[str]]) -> None:
         probes.wait_until(
             deadline,
@@ -579,9 +478,6 @@ class LocalCluster:
             if node.name in records and liveness(records[node.name]) == "alive"
         ]
 
-    def _ask(self, node: Node, question: Callable[[redis.Redis], probes.T]) -> probes.T:
-        return probes.ask(node, self.login(), question)
-
     def _command(self, node: Node, *args: str | int) -> Any:
         return self._ask(node, lambda client: probes.command(client, *map(str, args)))
 
@@ -592,69 +488,6 @@ class LocalCluster:
             return self._ask(node, question)
         except redis.RedisError:
             return None
-
-    def _signal(self, ref: NodeRef, signum: signal.Signals, becomes: Liveness) -> Node:
-        node = self.node(ref)
-        process = self._record(node)
-        if liveness(process) == "dead":
-            raise TopologyError(f"{node.name} ({node.address}) is not running")
-        send_signal(process, signum)
-        wait_for_liveness(process, becomes, timeout=5.0)
-        return node
-
-    def _record(self, node: Node) -> ManagedProcess:
-        for process in self.processes:
-            if process.name == node.name:
-                return process
-        raise TopologyError(
-            f"{node.name} is not recorded in {self.state_path}; start the cluster with "
-            f"`{CLI_COMMAND} up --mode cluster`"
-        )
-
-    def _forget_crashed_run(self) -> None:
-        state = load_state(self.state_path)
-        if state is None:
-            return
-        running = [p for p in state.processes if liveness(p) != "dead"]
-        if running:
-            names = ", ".join(f"{p.name} (pid {p.pid})" for p in running)
-            raise AlreadyRunning(
-                f"a local Redis Cluster is already running from {self.run_dir}: {names}. "
-                "Stop it with `make down-local` (default run dir) or "
-                f"`{CLI_COMMAND} down --run-dir {self.run_dir}`"
-            )
-        log.warning(
-            "%s records an earlier run whose processes are all gone (crashed?); removing it",
-            self.state_path,
-        )
-        self.state_path.unlink()
-
-    def _check_ports_free(self) -> None:
-        for node, bus in zip(self.nodes, self.spec.cluster_bus_ports, strict=True):
-            for port, what in ((node.port, node.name), (bus, f"{node.name}'s cluster bus")):
-                if port_in_use(node.host, port):
-                    raise PortInUse(
-                        f"port {port} on {node.host} (wanted for {what}) is already in use. "
-                        "Choose other ports with --cluster-ports/--cluster-bus-ports (or "
-                        "SESSIONLIB_LOCAL_CLUSTER_PORTS), or stop what holds it; if it is an "
-                        "earlier local topology: `make down-local`"
-                    )
-
-    def _clear_previous_run(self) -> None:
-        # Always from empty data and an empty nodes.conf: a node remembering an older cluster
-        # would refuse to join this one. Only folders holding this tool's config are removed.
-        for node in self.nodes:
-            directory = self.run_dir / node.name
-            if (directory / "redis.conf").exists():
-                shutil.rmtree(directory)
-            self._log_path(node).unlink(missing_ok=True)
-
-    @property
-    def _log_dir(self) -> Path:
-        return self.run_dir / "logs"
-
-    def _log_path(self, node: Node) -> Path:
-        return self._log_dir / f"{node.name}.log"
 
     def _node_process(self, node: Node, program: str) -> ManagedProcess:
         directory = self.run_dir / node.name
@@ -671,18 +504,10 @@ class LocalCluster:
         ) + cluster_directives(bus_port=bus, node_timeout_ms=self.spec.node_timeout_ms)
         config = directory / "redis.conf"
         config.write_text(text)
-        return ManagedProcess(
-            name=node.name,
-            kind="redis",
-            argv=[program, str(config)],
-            port=node.port,
-            host=node.host,
-            log=str(self._log_path(node)),
-            cwd=str(directory),
-        )
+        return self._process_record(node, [program, str(config)], directory)
 
 
-def _describe(client: redis.Redis) -> tuple[str, str]:
+def _role_and_slots(client: redis.Redis) -> tuple[str, str]:
     """The role a cluster node reports and a one-line detail (its slots), for `status`."""
     reply = probes.role(client)
     if reply[0] != "master":

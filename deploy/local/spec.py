@@ -3,8 +3,8 @@ A plain value, saved in the state file so later commands act on what `up` really
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import Field, asdict, dataclass, fields
+from typing import Any, ClassVar, Literal, Self
 
 from deploy.local.errors import TopologyError
 
@@ -26,8 +26,32 @@ class Node:
         return f"{self.host}:{self.port}"
 
 
+class SavedSpec:
+    """A spec (a frozen dataclass) that the state file keeps as JSON settings, so later
+    commands act on what `up` really started."""
+
+    # Set by @dataclass on each spec; declared so the type checker knows a spec is one.
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+    def to_settings(self) -> dict[str, Any]:
+        """The spec as JSON-ready settings for the state file."""
+        return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> Self:
+        """The spec saved by `to_settings` (JSON turned the port tuples into lists); settings
+        it does not know (from another version) are left out."""
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in settings.items()
+            if key in known
+        }
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class TopologySpec:
+class TopologySpec(SavedSpec):
     """What to start. The first Redis port starts as master; the defaults are DESIGN §3."""
 
     redis_ports: tuple[int, ...] = (6380, 6381, 6382)
@@ -92,18 +116,3 @@ class TopologySpec:
             Node(f"sentinel-{i}", "sentinel", self.host, port)
             for i, port in enumerate(self.sentinel_ports, 1)
         ]
-
-    def to_settings(self) -> dict[str, Any]:
-        """The spec as JSON-ready settings for the state file."""
-        return asdict(self)
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> TopologySpec:
-        """The spec saved by `to_settings` (JSON turned the port tuples into lists)."""
-        known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {
-            key: tuple(value) if isinstance(value, list) else value
-            for key, value in settings.items()
-            if key in known
-        }
-        return cls(**values)

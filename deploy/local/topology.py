@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import signal
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -19,64 +15,43 @@ import redis
 from deploy.local import probes
 from deploy.local.configs import write_redis_conf, write_sentinel_conf
 from deploy.local.credentials import Credentials, private_dir
-from deploy.local.errors import AlreadyRunning, PortInUse, TopologyError
-from deploy.local.processes import (
-    Liveness,
-    ManagedProcess,
-    RunState,
-    find_binary,
-    liveness,
-    load_state,
-    port_in_use,
-    save_state,
-    send_signal,
-    spawn,
-    stop_processes,
-    wait_for_liveness,
-)
+from deploy.local.errors import TopologyError
+from deploy.local.process_set import CLI_COMMAND as CLI_COMMAND
+from deploy.local.process_set import DEFAULT_RUN_DIR as DEFAULT_RUN_DIR
+from deploy.local.process_set import NodeRef as NodeRef
+from deploy.local.process_set import NodeStatus as NodeStatus
+from deploy.local.process_set import ProcessSet
+from deploy.local.processes import ManagedProcess, find_binary, liveness
 from deploy.local.spec import Node, TopologySpec
 
 log = logging.getLogger("deploy.local")
 
-DEFAULT_RUN_DIR = Path(".run/local")
 STATE_FILE = "state.json"
-# How a person runs the command line (deploy/local/__main__.py); messages here and in the CLI
-# quote it, and the CLI is never imported back.
-CLI_COMMAND = "python -m deploy.local"
-
-NodeRef = Node | str | int
 
 
-@dataclass(frozen=True)
-class NodeStatus:
-    """One row of `status`: the process as /proc sees it and the role the node reports."""
-
-    node: Node
-    pid: int | None
-    liveness: Liveness
-    role: str
-    detail: str
-    log: str
-
-
-class LocalTopology:
+class LocalTopology(ProcessSet[TopologySpec]):
     """The topology recorded in one run directory: start, inspect, break and stop it.
 
     Every method reads the state file afresh, so several tools (the CLI, a test, a chaos
-    script) can act on the same running topology one after another.
+    script) can act on the same running topology one after another. `restart` brings a node
+    back with the config Redis or Sentinel last rewrote, so it keeps the role it was given: a
+    restarted old master comes back as master, and Sentinel turns it into a replica of the
+    current one within about 20 s (see `wait_for_replica`).
     """
+
+    running_name = "a local topology"
+    start_hint = "start the topology with `up`"
+    port_options = (
+        "--redis-ports/--sentinel-ports (or "
+        "SESSIONLIB_LOCAL_REDIS_PORTS/SESSIONLIB_LOCAL_SENTINEL_PORTS)"
+    )
 
     def __init__(
         self,
         run_dir: str | os.PathLike[str] = DEFAULT_RUN_DIR,
         spec: TopologySpec | None = None,
     ) -> None:
-        self.run_dir = Path(run_dir).absolute()
-        self.state_path = self.run_dir / STATE_FILE
-        if spec is None:
-            state = load_state(self.state_path)
-            spec = TopologySpec.from_settings(state.settings) if state else TopologySpec()
-        self.spec = spec
+        super().__init__(run_dir, STATE_FILE, spec, TopologySpec)
         self._credentials: Credentials | None = None
 
     # --- what the topology is ------------------------------------------------------------
@@ -143,17 +118,11 @@ class LocalTopology:
             },
         }
 
-    @property
-    def processes(self) -> list[ManagedProcess]:
-        """Every process recorded in the state file, of any kind."""
-        state = load_state(self.state_path)
-        return state.processes if state else []
-
     def node(self, ref: NodeRef) -> Node:
         """Resolve a Node, a name (`redis-2`), a port (6381), `host:port` or "master"."""
         if isinstance(ref, Node):
             return ref
-        nodes = [*self.redis_nodes, *self.sentinel_nodes]
+        nodes = self._servers()
         text = self.master_address() if ref == "master" else str(ref)
         for node in nodes:
             if text in (node.name, str(node.port), node.address):
@@ -161,20 +130,7 @@ class LocalTopology:
         known = ", ".join(f"{n.name} ({n.port})" for n in nodes)
         raise TopologyError(f"no node {ref!r}; known nodes: {known}, or 'master'")
 
-    def client(self, ref: NodeRef) -> redis.Redis:
-        """A sync client for one node that fails fast instead of retrying (close it after)."""
-        return probes.connect(self.node(ref), self.login())
-
     # --- start and stop --------------------------------------------------------------------
-
-    def __enter__(self) -> LocalTopology:
-        """`with LocalTopology(dir, spec) as topology:` runs it for the block, whatever
-        happens in it."""
-        self.up()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.down()
 
     def up(self, timeout: float = 30.0) -> None:
         """Start every node and return once replication is linked and the sentinels agree.
@@ -185,10 +141,12 @@ class LocalTopology:
         redis_sentinel = find_binary("redis-sentinel")
         self._forget_crashed_run()
         self._check_ports_free()
+        # Always from empty data so that the first Redis port is the master, as the contract
+        # says; data kept from before would carry an older, conflicting history.
         self._clear_previous_run()
         if self.spec.secure:
             # Fresh like the data: a new CA, new certificates and new passwords on every `up`.
-            hosts = tuple(node.host for node in [*self.redis_nodes, *self.sentinel_nodes])
+            hosts = tuple(node.host for node in self._servers())
             self._credentials = Credentials.create(private_dir(self.run_dir), hosts)
         deadline = time.monotonic() + timeout
         master = self.redis_nodes[0]
@@ -216,31 +174,6 @@ class LocalTopology:
             log.warning("stopped what had started: %s", ", ".join(stopped) or "nothing")
             raise
 
-    def start_process(self, process: ManagedProcess) -> None:
-        """Start `process` and record it at once, so even a crash right after can be undone.
-
-        Any kind of process can be recorded (later: services, exporters); `down` stops all.
-        """
-        spawn(process)
-        state = load_state(self.state_path) or RunState(settings=self.spec.to_settings())
-        state.processes = [p for p in state.processes if p.name != process.name] + [process]
-        save_state(self.state_path, state)
-        log.info("started %s on %s (pid %s)", process.name, process.address, process.pid)
-
-    def down(self, timeout: float = 10.0) -> list[str]:
-        """Stop every recorded process and remove the state file; returns who was running."""
-        # Sentinels stop before Redis so they do not start a failover while the nodes go;
-        # anything else (services, exporters) stops first since it depends on both.
-        order = {"redis": 2, "sentinel": 1}
-        processes = sorted(self.processes, key=lambda p: order.get(p.kind, 0))
-        stopped = stop_processes(processes, timeout)
-        self.state_path.unlink(missing_ok=True)
-        return stopped
-
-    def is_running(self) -> bool:
-        """Whether any recorded process is still alive or paused."""
-        return any(liveness(p) != "dead" for p in self.processes)
-
     # --- inspect ---------------------------------------------------------------------------
 
     def master_address(self) -> str:
@@ -255,69 +188,7 @@ class LocalTopology:
         seen = ", ".join(f"{name}: {view or 'no answer'}" for name, view in views.items())
         raise TopologyError(f"no majority of sentinels names a master ({seen or 'none alive'})")
 
-    def status(self) -> list[NodeStatus]:
-        """Every node with its pid, alive/paused/dead, and the role it reports itself."""
-        records = {p.name: p for p in self.processes}
-        rows = []
-        for node in [*self.redis_nodes, *self.sentinel_nodes]:
-            record = records.get(node.name)
-            state: Liveness = liveness(record) if record else "dead"
-            role, detail = "-", ""
-            if state == "alive":
-                try:
-                    role, detail = probes.describe(node, self.spec, self.login())
-                except redis.RedisError as exc:
-                    role, detail = "?", f"no answer ({exc})"
-            rows.append(
-                NodeStatus(
-                    node=node,
-                    pid=record.pid if record else None,
-                    liveness=state,
-                    role=role,
-                    detail=detail,
-                    log=record.log if record else "",
-                )
-            )
-        return rows
-
-    # --- break and repair ------------------------------------------------------------------
-
-    def kill(self, ref: NodeRef) -> Node:
-        """SIGKILL a node; returns it (handy with "master")."""
-        return self._signal(ref, signal.SIGKILL, "dead")
-
-    def pause(self, ref: NodeRef) -> Node:
-        """SIGSTOP a node: it keeps its connections open and answers nothing."""
-        return self._signal(ref, signal.SIGSTOP, "paused")
-
-    def resume(self, ref: NodeRef) -> Node:
-        """SIGCONT a paused node."""
-        return self._signal(ref, signal.SIGCONT, "alive")
-
-    def _signal(self, ref: NodeRef, signum: signal.Signals, becomes: Liveness) -> Node:
-        node, process = self._running(ref)
-        send_signal(process, signum)
-        wait_for_liveness(process, becomes, timeout=5.0)
-        return node
-
-    def restart(self, ref: NodeRef, timeout: float = 30.0) -> Node:
-        """Start a node again with its config and data (stopping it first if it still runs).
-
-        The config is the one Redis or Sentinel last rewrote, so a node keeps the role it was
-        given; a restarted old master comes back as master, and Sentinel turns it into a
-        replica of the current one within about 20 s (see `wait_for_replica`).
-        """
-        node = self.node(ref)
-        process = self._record(node)
-        stop_processes([process])
-        self.start_process(process)
-        probes.wait_until(
-            time.monotonic() + timeout,
-            f"{node.name} did not answer after restart within {timeout:g}s",
-            lambda: probes.ping_problems(node, self.login()),
-            [process],
-        )
-        return node
+    # --- wait for repair -------------------------------------------------------------------
 
     def wait_for_failover(self, old_address: str, timeout: float = 30.0) -> str:
         """Wait until every live sentinel names one new master that reports ROLE master.
@@ -400,52 +271,18 @@ class LocalTopology:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _forget_crashed_run(self) -> None:
-        state = load_state(self.state_path)
-        if state is None:
-            return
-        running = [p for p in state.processes if liveness(p) != "dead"]
-        if running:
-            names = ", ".join(f"{p.name} (pid {p.pid})" for p in running)
-            raise AlreadyRunning(
-                f"a local topology is already running from {self.run_dir}: {names}. "
-                "Stop it with `make down-local` (default run dir) or "
-                f"`{CLI_COMMAND} down --run-dir {self.run_dir}`"
-            )
-        log.warning(
-            "%s records an earlier run whose processes are all gone (crashed?); removing it",
-            self.state_path,
-        )
-        self.state_path.unlink()
+    def _servers(self) -> list[Node]:
+        return [*self.redis_nodes, *self.sentinel_nodes]
 
-    def _check_ports_free(self) -> None:
-        for node in [*self.redis_nodes, *self.sentinel_nodes]:
+    def _describe(self, node: Node) -> tuple[str, str]:
+        return probes.describe(node, self.spec, self.login())
+
+    def _wanted_ports(self) -> Iterator[tuple[str, int, str]]:
+        for node in self._servers():
             # A node in a namespace binds an address the root namespace does not have; the
             # namespace is fresh, so nothing else listens there.
-            if node.netns is None and port_in_use(node.host, node.port):
-                raise PortInUse(
-                    f"port {node.port} on {node.host} (wanted for {node.name}) is already in "
-                    "use. Choose other ports with --redis-ports/--sentinel-ports (or "
-                    "SESSIONLIB_LOCAL_REDIS_PORTS/SESSIONLIB_LOCAL_SENTINEL_PORTS), or stop "
-                    "what holds it; if it is an earlier local topology: `make down-local`"
-                )
-
-    def _clear_previous_run(self) -> None:
-        # `up` always starts from empty data so that the first Redis port is the master, as
-        # the contract says; data kept from before would carry an older, conflicting history.
-        # Only folders holding the config this tool renders are removed, never a stranger's.
-        for node in [*self.redis_nodes, *self.sentinel_nodes]:
-            directory = self.run_dir / node.name
-            if (directory / f"{node.kind}.conf").exists():
-                shutil.rmtree(directory)
-            self._log_path(node).unlink(missing_ok=True)
-
-    @property
-    def _log_dir(self) -> Path:
-        return self.run_dir / "logs"
-
-    def _log_path(self, node: Node) -> Path:
-        return self._log_dir / f"{node.name}.log"
+            if node.netns is None:
+                yield node.host, node.port, node.name
 
     def _redis_process(
         self, node: Node, program: str, replica_of: tuple[str, int] | None
@@ -458,36 +295,6 @@ class LocalTopology:
         directory = self.run_dir / node.name
         config = write_sentinel_conf(directory, node, self.spec, master, self.credentials)
         return self._process_record(node, [program, str(config)], directory)
-
-    def _process_record(self, node: Node, argv: list[str], directory: Path) -> ManagedProcess:
-        return ManagedProcess(
-            name=node.name,
-            kind=node.kind,
-            argv=argv,
-            port=node.port,
-            host=node.host,
-            log=str(self._log_path(node)),
-            cwd=str(directory),
-            netns=node.netns,
-        )
-
-    def _record(self, node: Node) -> ManagedProcess:
-        for process in self.processes:
-            if process.name == node.name:
-                return process
-        raise TopologyError(
-            f"{node.name} is not recorded in {self.state_path}; start the topology with `up`"
-        )
-
-    def _running(self, ref: NodeRef) -> tuple[Node, ManagedProcess]:
-        node = self.node(ref)
-        process = self._record(node)
-        if liveness(process) == "dead":
-            raise TopologyError(f"{node.name} ({node.address}) is not running")
-        return node, process
-
-    def _ask(self, node: Node, question: Callable[[redis.Redis], probes.T]) -> probes.T:
-        return probes.ask(node, self.login(), question)
 
     def _sentinel_views(self) -> dict[str, str | None]:
         """The master each running sentinel names (None: no answer); paused ones are skipped."""

@@ -35,8 +35,9 @@ pytestmark = [
 
 COUNTER = "sessionlib:master-endpoint-test:writes"
 CHECK_INTERVAL = DEFAULT_CHECK_INTERVAL_MS / 1000
-# A noisy 2-core machine: bounds, not tight times.
-MARGIN = 3.0
+# A noisy 2-core machine: bounds with a generous margin (an election Sentinel retries, a
+# replica reattaching under load), not tight times; the figures are printed with -s.
+MARGIN = 10.0
 
 
 @dataclass(frozen=True)
