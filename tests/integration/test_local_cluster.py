@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis.exceptions import MovedError
 
 from deploy.local.cluster import CLUSTER_STATE_FILE, SLOT_COUNT, ClusterSpec, LocalCluster
 from tests.integration.test_local_topology import live_processes_on
@@ -132,9 +131,12 @@ def test_pausing_a_master_beyond_the_node_timeout_fails_over_and_the_resumed_one
     local_cluster.wait_for_replica(old, timeout=REJOIN_TIMEOUT)
 
     assert new != old
-    with local_cluster.client(old) as client, pytest.raises(MovedError) as moved:
+    # redis-py 5.2 raises a plain ResponseError for MOVED on a non-cluster client, later
+    # versions its MovedError subclass: the reply itself is what counts.
+    with local_cluster.client(old) as client, pytest.raises(redis.ResponseError) as moved:
         client.set(key, "not on a replica")
-    assert moved.value.node_addr == (new.host, new.port)
+    assert str(moved.value).startswith("MOVED ")
+    assert str(moved.value).endswith(f" {new.host}:{new.port}")
     with local_cluster.client(new) as client:
         assert client.set(key, "on the new master")
 
