@@ -11,10 +11,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
 
+from sessionlib.cluster import RedisClient, create_cluster, forget_loop
 from sessionlib.config import RedisSettings
 from sessionlib.discovery import ConcurrentSentinel
 from sessionlib.errors import ConfigurationError
@@ -27,6 +29,7 @@ from sessionlib.failover import (
 )
 from sessionlib.observer import StoreObserver
 from sessionlib.replicas import ReplicaReader
+from sessionlib.serialization import as_text
 from sessionlib.transport import DiagnosingConnection, DiagnosingTLSConnection
 
 
@@ -93,8 +96,11 @@ def create_sentinel(settings: RedisSettings) -> ConcurrentSentinel:
     return sentinel
 
 
-def create_redis(settings: RedisSettings) -> Redis:
-    """The client the session store talks through, for any supported topology."""
+def create_redis(
+    settings: RedisSettings, *, on_topology_refresh: Callable[[], None] | None = None
+) -> RedisClient:
+    """The client the session store talks through, for any supported topology;
+    `on_topology_refresh` is called for each slot map a cluster client loads."""
     if settings.mode == "standalone":
         kwargs = {k: v for k, v in _connection_kwargs(settings).items() if v is not None}
         # The class decides TLS, also for a redis:// URL.
@@ -116,8 +122,11 @@ def create_redis(settings: RedisSettings) -> Redis:
             ),
         )
         return master
-    raise ConfigurationError(
-        "redis.mode 'cluster' is not yet supported; use 'sentinel' or 'standalone'"
+    return create_cluster(
+        settings,
+        connection_class=DiagnosingTLSConnection if settings.uses_tls else DiagnosingConnection,
+        tls_kwargs=_tls_kwargs(settings),
+        on_refresh=on_topology_refresh or (lambda: None),
     )
 
 
@@ -139,10 +148,12 @@ def node_client(settings: RedisSettings, address: Address, *, sentinel: bool = F
     return Redis.from_pool(pool)  # closing the client closes its pool
 
 
-def read_replicas(redis: Redis, settings: RedisSettings) -> ReplicaReader | None:
+def read_replicas(redis: RedisClient, settings: RedisSettings) -> ReplicaReader | None:
     """Replica access for stale reads during a failover (Sentinel mode only)."""
+    if settings.mode != "sentinel" or isinstance(redis, RedisCluster):
+        return None
     pool = redis.connection_pool
-    if settings.mode != "sentinel" or not isinstance(pool, SentinelConnectionPool):
+    if not isinstance(pool, SentinelConnectionPool):
         return None
     return ReplicaReader(
         pool.sentinel_manager,
@@ -153,11 +164,13 @@ def read_replicas(redis: Redis, settings: RedisSettings) -> ReplicaReader | None
 
 
 def watch_master(
-    redis: Redis, settings: RedisSettings, observer: StoreObserver
+    redis: RedisClient, settings: RedisSettings, observer: StoreObserver
 ) -> SentinelWatcher | None:
     """A watcher that switches `redis`'s pool on `+switch-master` (Sentinel mode only)."""
     if settings.mode != "sentinel" or not settings.watch_sentinels:
         return None
+    if isinstance(redis, RedisCluster):
+        raise ConfigurationError("watch_master needs a Sentinel client made by create_redis()")
     known: list[Address] = []
 
     def report(address: Address) -> None:
@@ -170,9 +183,13 @@ def watch_master(
     return SentinelWatcher(pool.sentinel_manager, settings.master_name, pool, on_master=report)
 
 
-def endpoint_of(redis: Redis) -> tuple[str, str | None]:
-    """`host:port` of the node `redis` talks to (the master, in Sentinel mode), and the
-    user it logs in as: what a refusal message must name."""
+def endpoint_of(redis: RedisClient) -> tuple[str, str | None]:
+    """`host:port` of the node `redis` talks to (the master, in Sentinel mode; the
+    startup nodes, in Cluster mode), and the user it logs in as: what a refusal message
+    must name."""
+    if isinstance(redis, RedisCluster):
+        nodes = ", ".join(redis.nodes_manager.startup_nodes)
+        return f"cluster {nodes}", redis.connection_kwargs.get("username")
     pool = redis.connection_pool
     kwargs = pool.connection_kwargs
     address = getattr(pool, "master_address", None) or (kwargs.get("host"), kwargs.get("port"))
@@ -189,7 +206,7 @@ class EventLoopBinding:
     start afresh.
     """
 
-    def __init__(self, redis: Redis, on_new_loop: list[Callable[[], None]]) -> None:
+    def __init__(self, redis: RedisClient, on_new_loop: list[Callable[[], None]]) -> None:
         self._redis = redis
         self._on_new_loop = on_new_loop
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,6 +219,8 @@ class EventLoopBinding:
         self._loop = loop
         if not moved:
             return
+        if isinstance(self._redis, RedisCluster):
+            forget_loop(self._redis)
         for pool in _pools_of(self._redis):
             pool.reset()  # type: ignore[no-untyped-call]
             if hasattr(pool, "_lock"):
@@ -210,9 +229,22 @@ class EventLoopBinding:
             callback()
 
 
-def _pools_of(redis: Redis) -> Iterator[ConnectionPool]:
+def _pools_of(redis: RedisClient) -> Iterator[ConnectionPool]:
+    if isinstance(redis, RedisCluster):
+        return
     pool = redis.connection_pool
     yield pool
     if isinstance(pool, SentinelConnectionPool):
         for sentinel in pool.sentinel_manager.sentinels:
             yield sentinel.connection_pool
+
+
+async def master_roles(redis: RedisClient) -> list[str]:
+    """What `ROLE` says on the node(s) the store writes to: the one master, or in
+    Cluster mode every master of the slot map."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()  # the slot map names the masters; load it if stale
+        primaries = redis.get_primaries()
+        replies = [await redis.execute_command("ROLE", target_nodes=n) for n in primaries]
+        return [as_text(reply[0]) for reply in replies]
+    return [as_text((await redis.execute_command("ROLE"))[0])]  # type: ignore[no-untyped-call]

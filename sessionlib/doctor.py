@@ -314,7 +314,7 @@ async def _check_rights(settings: Settings, client: Redis, where: str, report: R
 async def check_topology(settings: Settings, report: Report) -> None:
     redis = settings.redis
     if redis.mode == "cluster":
-        report.fail("redis.mode 'cluster' is not yet supported", env_variable("redis.mode"))
+        report.fail("sessionlib doctor cannot check Cluster mode yet", env_variable("redis.mode"))
         return
     if redis.mode == "sentinel":
         master = await check_sentinels(redis, report)
@@ -323,7 +323,9 @@ async def check_topology(settings: Settings, report: Report) -> None:
         client = node_client(redis, master)
         where = f"master {master[0]}:{master[1]}"
     else:
-        client = create_redis(redis)
+        standalone = create_redis(redis)
+        assert isinstance(standalone, Redis)  # standalone mode builds a plain client
+        client = standalone
         where = f"redis {endpoint_of(client)[0]}"
     try:
         await check_master(settings, client, where, report)

@@ -134,6 +134,11 @@ class _StoreCollectors:
             "Writes acknowledged by fewer replicas than the durability setting asks.",
             registry=registry,
         )
+        self.topology_refreshes = Counter(
+            "sessionlib_cluster_topology_refreshes_total",
+            "Slot map reloads by the Redis Cluster client (Cluster mode only).",
+            registry=registry,
+        )
         self.master: str | None = None
         for operation in STORE_OPERATIONS:
             self.duration.labels(operation)
@@ -186,6 +191,9 @@ class StoreMetrics:
         collectors.master_info.labels(address).set(1)
         if failover:
             collectors.failovers.inc()
+
+    def topology_refreshed(self) -> None:
+        self._c.topology_refreshes.inc()
 
 
 class _HttpCollectors:

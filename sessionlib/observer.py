@@ -40,6 +40,8 @@ class StoreObserver(Protocol):
 
     def master_changed(self, address: str, *, failover: bool) -> None: ...
 
+    def topology_refreshed(self) -> None: ...
+
 
 class NullObserver:
     """Observes nothing; the default when metrics are not wanted."""
@@ -63,4 +65,7 @@ class NullObserver:
         pass
 
     def master_changed(self, address: str, *, failover: bool) -> None:
+        pass
+
+    def topology_refreshed(self) -> None:
         pass

@@ -44,6 +44,10 @@ _RETRYABLE_ERRORS: tuple[tuple[type[BaseException] | tuple[type[BaseException], 
     (MasterNotFoundError, "no_master"),
     (redis_errors.BusyLoadingError, "loading"),
     (redis_errors.ReadOnlyError, "readonly"),
+    # redis-py strips the reply's first word from these, so the text cannot name them.
+    (redis_errors.MasterDownError, "masterdown"),
+    (redis_errors.ClusterDownError, "clusterdown"),
+    (redis_errors.TryAgainError, "tryagain"),
     (redis_errors.TimeoutError, "timeout"),
     ((redis_errors.ConnectionError, ConnectionError, OSError), "connection"),
 )

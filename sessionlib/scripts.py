@@ -1,7 +1,8 @@
 """The Lua scripts the store runs, called by SHA with a fallback on `NOSCRIPT`.
 
 A freshly promoted master has an empty script cache, so the fallback matters after
-every failover; in the steady state each call is one `EVALSHA` round trip.
+every failover; in the steady state each call is one `EVALSHA` round trip. Every script
+touches one key, so in Cluster mode it runs on the node that owns that key.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import DataAccessCommands, ScriptCommands
 from redis.exceptions import NoScriptError
+
+from sessionlib.cluster import RedisClient
+from sessionlib.config import env_variable
+from sessionlib.errors import ConfigurationError
 
 Arg = str | int | bytes
 
@@ -26,7 +33,7 @@ class LuaScript:
         self.source = resources.files("sessionlib").joinpath("lua", f"{name}.lua").read_text()
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
 
-    async def run(self, redis: Redis, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def run(self, redis: RedisClient, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         try:
             return await cast(Awaitable[Any], redis.evalsha(self.sha, len(keys), *keys, *args))
         except NoScriptError:
@@ -48,14 +55,27 @@ async def _execute(redis: Redis, steps: Sequence[Step]) -> list[Any]:
 
 
 async def run_pipeline(
-    redis: Redis, steps: Sequence[Step], scripts: Sequence[LuaScript], *, rerun_last: bool = False
+    redis: RedisClient,
+    steps: Sequence[Step],
+    scripts: Sequence[LuaScript],
+    *,
+    rerun_last: bool = False,
 ) -> list[Any]:
     """Run `steps` (one command each) in one non-transactional round trip.
 
     When Redis did not know a script, only the steps that failed run again once the
     scripts are loaded: the others already took effect and may not be idempotent.
     `rerun_last` repeats the final step too (a `WAIT` must follow every write).
+    In Cluster mode the steps run one after another instead (see `_run_in_order`).
     """
+    if isinstance(redis, RedisCluster):
+        if rerun_last:
+            # WAIT must run on the connection of the write, on the node owning its key.
+            raise ConfigurationError(
+                "WAIT in Cluster mode is not supported yet: set session.durability.replicas "
+                f"to 0 ({env_variable('session.durability.replicas')})"
+            )
+        return await _run_in_order(redis, steps, scripts)
     results = await _execute(redis, steps)
     missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
     if missing:
@@ -68,4 +88,45 @@ async def run_pipeline(
     for result in results:
         if isinstance(result, Exception):
             raise result
+    return results
+
+
+class _OneCommand(DataAccessCommands, ScriptCommands):
+    """Stands in for a pipeline and records the one command a step queues on it, as
+    redis-py's command methods spell it (`exists` -> `EXISTS key`)."""
+
+    _event_dispatcher: Any = None  # part of redis-py 7's command protocol, unused here
+
+    def __init__(self) -> None:
+        self.args: tuple[Any, ...] = ()
+
+    def execute_command(self, *args: Any, **options: Any) -> _OneCommand:
+        # `options` only serve redis-py's client-side cache (`keys=`): not needed here.
+        self.args = args
+        return self
+
+
+async def _run_in_order(
+    redis: RedisCluster, steps: Sequence[Step], scripts: Sequence[LuaScript]
+) -> list[Any]:
+    """Run `steps` one by one, in order, each on the node owning its key: the keys of one
+    batch may live in different slots (a cluster pipeline would run them concurrently,
+    and refuses EVALSHA), and their order is what makes a crash between them harmless
+    (see `SessionStore.regenerate`). The first failure stops the batch, so a later step
+    never runs without the earlier ones. A step whose script the node does not know (a
+    promoted replica) runs again once the scripts are loaded on every master.
+    """
+    results = []
+    for step in steps:
+        command = _OneCommand()
+        step(cast(Pipeline, command))
+        # One key each: the client sends it to the node owning that key's slot (its
+        # multi-key helpers would split it through a pipeline, with a retry loop of its
+        # own in redis-py 5.2).
+        try:
+            results.append(await redis.execute_command(*command.args))
+        except NoScriptError:
+            for script in scripts:
+                await redis.script_load(script.source)
+            results.append(await redis.execute_command(*command.args))
     return results

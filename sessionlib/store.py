@@ -18,15 +18,16 @@ from functools import partial
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from sessionlib.cluster import RedisClient
 from sessionlib.codec import Delta, SessionCodec, StoredSession
 from sessionlib.config import SessionSettings, Settings
 from sessionlib.connection import (
     EventLoopBinding,
     create_redis,
     endpoint_of,
+    master_roles,
     read_replicas,
     watch_master,
 )
@@ -88,7 +89,7 @@ class SessionStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         settings: SessionSettings | None = None,
         *,
         observer: StoreObserver | None = None,
@@ -113,7 +114,7 @@ class SessionStore:
     ) -> SessionStore:
         """A store for the configured topology; in Sentinel mode it follows failovers."""
         chosen: StoreObserver = observer or NullObserver()
-        redis = create_redis(settings.redis)
+        redis = create_redis(settings.redis, on_topology_refresh=chosen.topology_refreshed)
         stale_reads = settings.session.stale_reads_during_failover
         return cls(
             redis,
@@ -433,12 +434,10 @@ class SessionStore:
         await self._call("load_scripts", load_all)
 
     async def ping(self) -> None:
-        """Raise SessionStoreUnavailable unless a writable master answers."""
-        role = await self._call(
-            "ping",
-            lambda: self.redis.execute_command("ROLE"),  # type: ignore[no-untyped-call]
-        )
-        if as_text(role[0]) != "master":
+        """Raise SessionStoreUnavailable unless a writable master answers (in Cluster
+        mode: every master of the slot map)."""
+        roles = await self._call("ping", lambda: master_roles(self.redis))
+        if any(role != "master" for role in roles):
             raise SessionStoreUnavailable("connected Redis node is not a master")
 
     # -- plumbing -----------------------------------------------------------------------
@@ -449,7 +448,7 @@ class SessionStore:
         wanted = self.settings.durability.replicas
         if self._replicas_checked or not wanted:
             return
-        role = await self.redis.execute_command("ROLE")  # type: ignore[no-untyped-call]
+        role = await self.redis.execute_command("ROLE")
         self._replicas_checked = True
         connected = len(role[2]) if as_text(role[0]) == "master" else 0
         if connected < wanted:

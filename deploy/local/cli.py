@@ -49,7 +49,7 @@ that `up` wrote in the run directory.
   --haproxy-port P         SESSIONLIB_LOCAL_HAPROXY_PORT     default {HAPROXY_PORT}
   --mode sentinel|cluster  SESSIONLIB_LOCAL_MODE             default sentinel; cluster: a
                            Redis Cluster of 3 masters + 3 replicas and nothing else (the
-                           services need sessionlib's cluster mode, not yet available)
+                           services do not run in Cluster mode yet)
   --cluster-ports P,...    SESSIONLIB_LOCAL_CLUSTER_PORTS    default 7001,...,7006
                            (the first three start as masters, the next three replicate them)
   --cluster-bus-ports P,.. SESSIONLIB_LOCAL_CLUSTER_BUS_PORTS  default each port + 10000
@@ -339,8 +339,8 @@ def _run_cluster(args: argparse.Namespace, cluster: LocalCluster) -> int:
         print(f"\n{cluster.summary()}; created in {time.monotonic() - started:.1f}s")
         print(f"startup nodes {','.join(cluster.startup_nodes)}")
         print(
-            "only Redis runs: gateway, cart and the exporters need sessionlib's cluster mode, "
-            "which is not yet available"
+            "only Redis runs: gateway, cart and the exporters do not run in Cluster mode yet "
+            "(sessionlib's Cluster mode has no WAIT durability yet, which their profiles use)"
         )
         down = (
             "make down-local"

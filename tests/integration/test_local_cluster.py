@@ -131,11 +131,10 @@ def test_pausing_a_master_beyond_the_node_timeout_fails_over_and_the_resumed_one
     local_cluster.wait_for_replica(old, timeout=REJOIN_TIMEOUT)
 
     assert new != old
-    # redis-py 5.2 raises a plain ResponseError for MOVED on a non-cluster client, later
-    # versions its MovedError subclass: the reply itself is what counts.
+    # redis-py 5.2 raises a plain ResponseError ("MOVED <slot> <address>") on a non-cluster
+    # client, later versions its MovedError subclass ("<slot> <address>"): both end alike.
     with local_cluster.client(old) as client, pytest.raises(redis.ResponseError) as moved:
         client.set(key, "not on a replica")
-    assert str(moved.value).startswith("MOVED ")
     assert str(moved.value).endswith(f" {new.host}:{new.port}")
     with local_cluster.client(new) as client:
         assert client.set(key, "on the new master")
@@ -177,7 +176,7 @@ def test_cli_up_in_cluster_mode_starts_only_redis_and_status_master_kill_down_wo
 
     assert up.returncode == 0, up.stderr
     assert "cluster_state:ok, 16384/16384 slots ok" in up.stdout
-    assert "need sessionlib's cluster mode, which is not yet available" in up.stdout
+    assert "gateway, cart and the exporters do not run in Cluster mode yet" in up.stdout
     assert "gateway" not in status.stdout
     assert status.stdout.count(" alive ") == 6
     assert status.stdout.count(" master ") == 3

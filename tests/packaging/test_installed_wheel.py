@@ -144,7 +144,7 @@ def test_installed_metadata_is_true(venv):
     assert meta["version"] == meta["__version__"] == PROJECT["version"]
     assert Path(meta["module_file"]).is_relative_to(venv.root)
     assert meta["license"] == "Apache-2.0" and meta["license_files"], "the text ships too"
-    assert "Cluster" not in meta["summary"]  # Cluster mode raises "not yet supported"
+    assert "Cluster" not in meta["summary"]  # Cluster mode is partial (no WAIT yet)
     assert meta["py_typed"]
     assert meta["profiles"] == ["dev.yaml", "prod.yaml"]
     assert meta["lua"]

@@ -12,6 +12,7 @@ class RecordingObserver:
     created: int = 0
     shortfalls: int = 0
     masters: list[tuple[str, bool]] = field(default_factory=list)
+    topology_refreshes: int = 0
 
     def operation(self, operation: str, outcome: str, seconds: float) -> None:
         self.operations[(operation, outcome)] += 1
@@ -33,3 +34,6 @@ class RecordingObserver:
 
     def master_changed(self, address: str, *, failover: bool) -> None:
         self.masters.append((address, failover))
+
+    def topology_refreshed(self) -> None:
+        self.topology_refreshes += 1

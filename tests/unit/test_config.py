@@ -119,12 +119,52 @@ def test_unknown_profile_bad_yaml_and_bad_values_get_clear_errors(tmp_path):
         load_settings("dev", session={"bogus": 1})
 
 
-def test_cluster_mode_is_reported_as_not_yet_supported():
+CLUSTER = {"mode": "cluster", "cluster_nodes": ["127.0.0.1:7000", "127.0.0.1:7001"]}
+
+
+def test_cluster_mode_builds_a_cluster_client_whose_own_retries_are_off():
+    from redis.asyncio.cluster import RedisCluster
+
     from sessionlib.connection import create_redis
 
-    settings = load_settings("dev", redis={"mode": "cluster", "cluster_nodes": ["127.0.0.1:7000"]})
-    with pytest.raises(ConfigurationError, match="not yet supported"):
-        create_redis(settings.redis)
+    settings = load_settings("dev", redis={**CLUSTER, "username": "app", "password": "pw"})
+
+    client = create_redis(settings.redis)
+
+    assert isinstance(client, RedisCluster)
+    assert list(client.nodes_manager.startup_nodes) == settings.redis.cluster_nodes
+    assert client.connection_kwargs["username"] == "app"
+    # redis-py 6+ counts the cluster's retries in its `retry` object, 5.2 in an attribute.
+    own_retries = getattr(client, "cluster_error_retry_attempts", None)
+    if own_retries is None:
+        own_retries = client.retry.get_retries()
+    assert own_retries == 0
+
+
+def test_cluster_mode_with_durability_is_refused_naming_the_setting_to_change():
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings("dev", redis=CLUSTER, session={"durability": {"replicas": 1}})
+
+    assert "WAIT in Cluster mode is not supported yet" in str(refused.value)
+    assert "SESSIONLIB_SESSION__DURABILITY__REPLICAS=0" in str(refused.value)
+
+
+def test_prod_in_cluster_mode_is_refused_for_its_durability_until_replicas_is_zero():
+    secure = {**CLUSTER, "password": "s3cret", "tls": {"allow_plaintext": True}}
+
+    with pytest.raises(ConfigurationError, match=r"session\.durability\.replicas"):
+        load_settings("prod", redis=secure)
+    settings = load_settings("prod", redis=secure, session={"durability": {"replicas": 0}})
+
+    assert settings.redis.mode == "cluster"
+
+
+def test_cluster_mode_with_stale_reads_is_refused_naming_the_setting_to_change():
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings("dev", redis=CLUSTER, session={"stale_reads_during_failover": True})
+
+    assert "stale reads in Cluster mode are not supported yet" in str(refused.value)
+    assert "SESSIONLIB_SESSION__STALE_READS_DURING_FAILOVER=false" in str(refused.value)
 
 
 # Settings are validated the same way on every path (issue 12, point 11).

@@ -32,6 +32,7 @@ CONTRACT = {
     "sessionlib_sessions_destroyed_total": ("counter", {"reason"}),
     "sessionlib_session_size_bytes": ("histogram", set()),
     "sessionlib_durability_shortfall_total": ("counter", set()),
+    "sessionlib_cluster_topology_refreshes_total": ("counter", set()),
 }
 
 
@@ -64,6 +65,7 @@ def exercise(observer: StoreObserver) -> None:
     observer.session_size(300)
     observer.durability_shortfall()
     observer.master_changed("10.0.0.1:6379", failover=False)
+    observer.topology_refreshed()
 
 
 def test_the_store_exports_exactly_the_contract_metrics_with_their_types_and_labels():

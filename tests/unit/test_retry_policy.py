@@ -53,6 +53,10 @@ def failing(times: int, error: Exception, result: str = "ok"):
         (redis_errors.BusyLoadingError("LOADING Redis is loading"), "loading"),
         (redis_errors.ResponseError("TRYAGAIN Multiple keys request during rehashing"), "tryagain"),
         (redis_errors.ResponseError("CLUSTERDOWN The cluster is down"), "clusterdown"),
+        # As redis-py's parser hands them over: the class names the reply, the text no longer.
+        (redis_errors.ClusterDownError("The cluster is down"), "clusterdown"),
+        (redis_errors.TryAgainError("Multiple keys request during rehashing"), "tryagain"),
+        (redis_errors.MasterDownError("Link with MASTER is down"), "masterdown"),
     ],
 )
 def test_failover_errors_are_retryable_with_a_reason(error, reason):
