@@ -201,6 +201,26 @@ class HaStack:
                 named.append(None)
         return named
 
+    def sentinels_ready_to_fail_over(self) -> bool:
+        """Whether every sentinel knows both replicas and both other sentinels, all up: only
+        then can it promote a replica (it learns them from INFO every 10 s after a start)."""
+        for n in (1, 2, 3):
+            port = self.ports[f"SENTINEL_{n}_PORT"]
+            try:
+                with redis.Redis(
+                    host="127.0.0.1", port=port, decode_responses=True, **self.login()
+                ) as sentinel:
+                    peers = [
+                        dict(zip(reply[::2], reply[1::2], strict=True))
+                        for kind in ("REPLICAS", "SENTINELS")
+                        for reply in sentinel.execute_command("SENTINEL", kind, MASTER_NAME)
+                    ]
+            except redis.RedisError:
+                return False
+            if len(peers) != 4 or any("s_down" in peer["flags"] for peer in peers):
+                return False
+        return True
+
     def replicas_in_sync(self) -> int:
         """How many replicas the master the sentinels name has online, 0 when it is down."""
         try:

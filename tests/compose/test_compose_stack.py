@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+import redis
 
 from deploy.images.standins import STANDIN_LABEL, STANDINS
 from tests.compose.stack import SERVICES, HaStack, wait_until
@@ -157,6 +158,28 @@ def _stack_back_whole(ha_stack: HaStack) -> None:
         if ha_stack.state(node)["Status"] != "running":
             ha_stack.engine.docker("start", ha_stack.container(node))
     wait_until(lambda: ha_stack.replicas_in_sync() == 2, timeout=60, what="2 replicas in sync")
+    wait_until(
+        ha_stack.sentinels_ready_to_fail_over,
+        timeout=60,
+        what="every sentinel knowing both replicas and both other sentinels",
+    )
+
+
+def _assert_one_master_named_by_every_sentinel(
+    ha_stack: HaStack, before: tuple[str, int]
+) -> tuple[str, int]:
+    """All three sentinels name one master, which really is master. Usually the one from
+    before the restart; on a loaded machine Sentinel may have failed over once more around
+    it, which is allowed as long as no session is lost (checked next by the callers)."""
+    named = ha_stack.masters_named_by_each_sentinel()
+    assert len(set(named)) == 1 and named[0] is not None, named
+    master = named[0]
+    if master != before:
+        print(f"note: the sentinels moved the master from {before} to {master} around the restart")
+    host, port = master
+    with redis.Redis(host=host, port=port, decode_responses=True, **ha_stack.login()) as node:
+        assert node.info("replication")["role"] == "master"
+    return master
 
 
 def _assert_session_and_cart_intact(ha_stack: HaStack, headers: dict[str, str], user: str) -> None:
@@ -188,8 +211,7 @@ def test_after_a_failover_down_and_up_bring_the_stack_back_with_every_session(
 
     assert came_back_after < RESTART_BUDGET_SECONDS
     assert {s: _readiness(ha_stack.state(s)) for s in NODES} == dict.fromkeys(NODES, "healthy")
-    # One master, the one from before the restart (it has the latest writes), for all three.
-    assert ha_stack.masters_named_by_each_sentinel() == [master] * 3
+    _assert_one_master_named_by_every_sentinel(ha_stack, before=master)
     _assert_session_and_cart_intact(ha_stack, headers, "lee")
 
 
@@ -211,8 +233,8 @@ def test_after_a_failover_stop_and_start_bring_the_stack_back_with_every_session
 
     assert came_back_after < RESTART_BUDGET_SECONDS
     assert {s: _readiness(ha_stack.state(s)) for s in NODES} == dict.fromkeys(NODES, "healthy")
-    assert ha_stack.masters_named_by_each_sentinel() == [master] * 3
-    # The killed master came back as a replica of the one that replaced it.
+    master = _assert_one_master_named_by_every_sentinel(ha_stack, before=master)
+    # The killed master came back as a replica of the master.
     wait_until(lambda: ha_stack.replicas_in_sync() == 2, timeout=30, what="2 replicas in sync")
     assert ha_stack.node(killed).info("replication")["master_port"] == master[1]
     _assert_session_and_cart_intact(ha_stack, headers, "max")
