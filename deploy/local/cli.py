@@ -311,15 +311,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "wait-failover":
         print(topology.wait_for_failover(args.old, timeout=args.timeout))
     else:
-        actions = {
-            "kill": topology.kill,
-            "pause": topology.pause,
-            "resume": topology.resume,
-            "restart": topology.restart,
-        }
-        node = actions[args.command](args.node)
-        pid = next((p.pid for p in topology.processes if p.name == node.name), None)
-        print(f"{args.command}: {node.name} ({node.address}, pid {pid})")
+        _act_on_node(topology, args)
     return 0
 
 
@@ -363,16 +355,21 @@ def _run_cluster(args: argparse.Namespace, cluster: LocalCluster) -> int:
     elif args.command == "wait-failover":
         print(cluster.wait_for_failover(args.old, timeout=args.timeout).address)
     else:
-        actions = {
-            "kill": cluster.kill,
-            "pause": cluster.pause,
-            "resume": cluster.resume,
-            "restart": cluster.restart,
-        }
-        node = actions[args.command](args.node)
-        pid = next((p.pid for p in cluster.processes if p.name == node.name), None)
-        print(f"{args.command}: {node.name} ({node.address}, pid {pid})")
+        _act_on_node(cluster, args)
     return 0
+
+
+def _act_on_node(servers: LocalTopology | LocalCluster, args: argparse.Namespace) -> None:
+    """kill, pause, resume or restart one node, in either mode."""
+    actions = {
+        "kill": servers.kill,
+        "pause": servers.pause,
+        "resume": servers.resume,
+        "restart": servers.restart,
+    }
+    node = actions[args.command](args.node)
+    pid = next((p.pid for p in servers.processes if p.name == node.name), None)
+    print(f"{args.command}: {node.name} ({node.address}, pid {pid})")
 
 
 def _refuse_while_running(other: LocalTopology | LocalCluster) -> None:
