@@ -183,16 +183,18 @@ class HaStack:
         port = self.ports[f"REDIS_{service.rsplit('-', 1)[1]}_PORT"]
         return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, **self.login())
 
+    def sentinel_node(self, n: int) -> redis.Redis:
+        """The admin user on sentinel-n, from the host."""
+        port = self.ports[f"SENTINEL_{n}_PORT"]
+        return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, **self.login())
+
     def masters_named_by_each_sentinel(self) -> list[tuple[str, int] | None]:
         """What each of the three sentinels, asked on its own, names as master (None: no
         answer), so a disagreement shows."""
         named: list[tuple[str, int] | None] = []
         for n in (1, 2, 3):
-            port = self.ports[f"SENTINEL_{n}_PORT"]
             try:
-                with redis.Redis(
-                    host="127.0.0.1", port=port, decode_responses=True, **self.login()
-                ) as sentinel:
+                with self.sentinel_node(n) as sentinel:
                     host, master_port = sentinel.execute_command(
                         "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME
                     )
@@ -205,11 +207,8 @@ class HaStack:
         """Whether every sentinel knows both replicas and both other sentinels, all up: only
         then can it promote a replica (it learns them from INFO every 10 s after a start)."""
         for n in (1, 2, 3):
-            port = self.ports[f"SENTINEL_{n}_PORT"]
             try:
-                with redis.Redis(
-                    host="127.0.0.1", port=port, decode_responses=True, **self.login()
-                ) as sentinel:
+                with self.sentinel_node(n) as sentinel:
                     peers = [
                         dict(zip(reply[::2], reply[1::2], strict=True))
                         for kind in ("REPLICAS", "SENTINELS")
