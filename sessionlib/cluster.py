@@ -2,21 +2,34 @@
 off (MOVED and ASK stay with it) and each reload of its slot map reported.
 
 sessionlib's one retry layer (resilience.py) retries everything else, so attempts stay
-bounded and counted in one place.
+bounded and counted in one place. Two things the client cannot do are added here: a
+command followed by another on the same connection of the owning node (a `WAIT` counts
+only the writes of its own connection), following MOVED and ASK for that pair itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Union
 
 import redis
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
+from redis.cluster import REPLICA
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+)
 
 from sessionlib.config import RedisSettings
 
@@ -33,6 +46,71 @@ def _no_retry_kwargs() -> dict[str, Any]:
     if _RETRY_IN_OBJECT:
         return {"retry": Retry(NoBackoff(), 0)}
     return {"cluster_error_retry_attempts": 0, "connection_error_retry_attempts": 0}
+
+
+# How often one command may be redirected (MOVED, ASK) before the retry layer takes over:
+# a failover or a slot migration needs one or two; more means the map is changing under us.
+_REDIRECTS = 5
+# Failures after which the slot may have another master.
+_BROKEN_LINK = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+
+
+async def _send_together(
+    node: ClusterNode, commands: Sequence[Sequence[Any]], options: dict[str, Any] | None = None
+) -> list[Any]:
+    """Send `commands` to `node` at once on one connection; each reply, or its error reply
+    (`options` are redis-py's parsing options of a single command).
+
+    The connection goes back to the node's pool whatever happens: redis-py's node keeps it
+    out for good when sending fails (the node is down), and after `max_connections` such
+    failures the node refuses every later request, also once it is back. A failed send
+    has closed the connection; it reconnects on next use.
+    """
+    connection = node.acquire_connection()
+    try:
+        # redis-py 7 marks connections to reconnect after a topology change.
+        if getattr(connection, "should_reconnect", bool)():
+            await connection.disconnect()
+        await connection.send_packed_command(connection.pack_commands(commands), False)
+        replies: list[Any] = []
+        for command in commands:
+            try:
+                replies.append(
+                    await node.parse_response(connection, command[0], **dict(options or {}))
+                )
+            except redis_errors.ResponseError as exc:
+                replies.append(exc)
+        return replies
+    finally:
+        node._free.append(connection)
+
+
+class _ReleasingNode(ClusterNode):
+    """A `ClusterNode` whose single commands, too, give their connection back when the
+    send fails (see `_send_together`): the client sends its own (COMMAND while it loads
+    the slot map, for one) through here."""
+
+    __slots__ = ()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        reply = (await _send_together(self, [args], kwargs))[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+def _adopt(nodes: Iterable[ClusterNode]) -> None:
+    """Make redis-py's nodes `_ReleasingNode`s: the same slots, so the same layout."""
+    for node in nodes:
+        if type(node) is ClusterNode:
+            node.__class__ = _ReleasingNode
+
+
+def _key_of(command: Sequence[Any]) -> Any:
+    """The one key of a sessionlib command: scripts take theirs after the key count."""
+    if str(command[0]).upper() in ("EVALSHA", "EVAL"):
+        return command[3]
+    return command[1]
 
 
 class SessionCluster(RedisCluster):
@@ -58,6 +136,7 @@ class SessionCluster(RedisCluster):
             slots = self.nodes_manager.slots_cache
             if slots and slots is not self._counted_map:
                 self._counted_map = slots
+                _adopt(self.nodes_manager.nodes_cache.values())
                 self._on_refresh()
         # redis-py wraps "no startup node answered" around the node's own error, and says
         # "not all slots are covered" mid-failover, in an exception outside RedisError:
@@ -67,6 +146,113 @@ class SessionCluster(RedisCluster):
         if isinstance(cause, RedisError):
             raise cause
         raise ClusterDownError(str(failure)) from failure
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """As redis-py runs it, with its two cluster errors outside the retry layer's
+        classes told as what they mean: a slot no node serves is a cluster down, a
+        command redirected without end needs the retry layer's backoff."""
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except SlotNotCoveredError as exc:
+            raise ClusterDownError(str(exc)) from exc
+
+    async def run_then(self, command: Sequence[Any], then: Sequence[Any]) -> tuple[Any, Any]:
+        """Run `command` (one key) on the master owning its key, and `then` right behind
+        it on the same connection; returns both replies. Follows MOVED and ASK itself
+        (the client's redirects cannot keep two commands on one connection), and raises
+        the command's own error (a NOSCRIPT, a refusal) as the client would."""
+        await self.initialize()
+        slot = self.keyslot(_key_of(command))
+        asking = False
+        try:
+            node = self.nodes_manager.get_node_from_slot(slot)
+        except SlotNotCoveredError as exc:
+            raise ClusterDownError(str(exc)) from exc
+        for _ in range(_REDIRECTS):
+            _adopt([node])
+            batch = [("ASKING",), command, then] if asking else [command, then]
+            try:
+                *_, reply, after = await _send_together(node, batch)
+            except _BROKEN_LINK:
+                self._initialize = True  # the slot may have a new master: reload the map
+                raise
+            if isinstance(reply, AskError) and not isinstance(reply, MovedError):
+                target = self.get_node(host=reply.host, port=reply.port)
+                if target is None:
+                    self._initialize = True
+                    break
+                node, asking = target, True
+                continue
+            if isinstance(reply, MovedError):
+                self._initialize = True
+                await self.initialize()
+                node, asking = self.nodes_manager.get_node_from_slot(slot), False
+                continue
+            for outcome in (reply, after):
+                if isinstance(outcome, ClusterDownError):
+                    self._initialize = True
+                if isinstance(outcome, Exception):
+                    raise outcome
+            return reply, after
+        raise ClusterError(f"slot {slot} was still redirected after {_REDIRECTS} tries")
+
+    async def ask_replicas(self, command: Sequence[Any], timeout_seconds: float) -> list[Any]:
+        """`command` (one key, read-only) on each replica of its key's slot, all at once,
+        each after `READONLY` on the same connection. The replies of those that answered
+        within `timeout_seconds`."""
+        slot = self.keyslot(_key_of(command))
+        nodes = await self._replicas_of(slot, timeout_seconds)
+        replies = await asyncio.gather(
+            *(
+                asyncio.wait_for(_send_together(node, [("READONLY",), command]), timeout_seconds)
+                for node in nodes
+            ),
+            return_exceptions=True,
+        )
+        return [
+            reply[1]
+            for reply in replies
+            if isinstance(reply, list) and not isinstance(reply[1], Exception)
+        ]
+
+    async def _replicas_of(self, slot: int, timeout_seconds: float) -> list[ClusterNode]:
+        """The replicas of `slot`'s master. CLUSTER SLOTS names a replica only once it has
+        replicated something, so a map loaded on a fresh cluster names none: then the
+        other masters are asked what they know now, and the map learns it."""
+        serving = self.nodes_manager.slots_cache.get(slot)
+        if not serving:
+            return []
+        if len(serving) > 1:
+            return serving[1:]
+        others = [node for node in self.get_primaries() if node is not serving[0]]
+        answers = await asyncio.gather(
+            *(
+                asyncio.wait_for(_send_together(node, [("CLUSTER", "SLOTS")]), timeout_seconds)
+                for node in others
+            ),
+            return_exceptions=True,
+        )
+        for answer in answers:
+            if not isinstance(answer, list) or isinstance(answer[0], Exception):
+                continue
+            for start, end, _master, *replicas in answer[0]:
+                if int(start) <= slot <= int(end) and replicas:
+                    found = [self._node_at(_text(host), int(port)) for host, port, *_ in replicas]
+                    serving.extend(found)  # shared by every slot of the range
+                    return found
+        return []
+
+    def _node_at(self, host: str, port: int) -> ClusterNode:
+        known = self.get_node(host=host, port=port)
+        if known is not None:
+            return known
+        node = _ReleasingNode(host, port, REPLICA, **self.nodes_manager.connection_kwargs)
+        self.nodes_manager.set_nodes(self.nodes_manager.nodes_cache, {node.name: node})
+        return node
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def create_cluster(
@@ -98,6 +284,7 @@ def create_cluster(
     client.connection_kwargs["connection_class"] = connection_class
     for node in client.nodes_manager.startup_nodes.values():
         node.connection_class = connection_class
+    _adopt(client.nodes_manager.startup_nodes.values())
     return client
 
 

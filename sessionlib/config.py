@@ -296,27 +296,6 @@ class Settings(BaseSettings):
         return (init_settings,)
 
     @model_validator(mode="after")
-    def _cluster_mode_supports_the_session_settings(self) -> Settings:
-        if self.redis.mode != "cluster":
-            return self
-        problems = []
-        if self.session.durability.replicas:
-            # WAIT must run on the write's own connection, on the node owning its key.
-            problems.append(
-                "WAIT in Cluster mode is not supported yet: set session.durability.replicas "
-                f"to 0 ({env_variable('session.durability.replicas')}=0)"
-            )
-        if self.session.stale_reads_during_failover:
-            problems.append(
-                "stale reads in Cluster mode are not supported yet: set "
-                "session.stale_reads_during_failover to false "
-                f"({env_variable('session.stale_reads_during_failover')}=false)"
-            )
-        if problems:
-            raise ValueError("redis.mode 'cluster': " + "; ".join(problems))
-        return self
-
-    @model_validator(mode="after")
     def _prod_is_safe(self) -> Settings:
         if self.profile == "prod":
             problems = insecure_settings(self)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
@@ -16,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-from sessionlib.cluster import RedisClient, create_cluster, forget_loop
+from sessionlib.cluster import RedisClient, SessionCluster, create_cluster, forget_loop
 from sessionlib.config import RedisSettings
 from sessionlib.discovery import ConcurrentSentinel
 from sessionlib.errors import ConfigurationError
@@ -28,7 +29,7 @@ from sessionlib.failover import (
     format_address,
 )
 from sessionlib.observer import StoreObserver
-from sessionlib.replicas import ReplicaReader
+from sessionlib.replicas import ClusterReplicaReader, ReplicaReader, ReplicaReads
 from sessionlib.serialization import as_text
 from sessionlib.transport import DiagnosingConnection, DiagnosingTLSConnection
 
@@ -148,8 +149,10 @@ def node_client(settings: RedisSettings, address: Address, *, sentinel: bool = F
     return Redis.from_pool(pool)  # closing the client closes its pool
 
 
-def read_replicas(redis: RedisClient, settings: RedisSettings) -> ReplicaReader | None:
-    """Replica access for stale reads during a failover (Sentinel mode only)."""
+def read_replicas(redis: RedisClient, settings: RedisSettings) -> ReplicaReads | None:
+    """Replica access for stale reads during a failover (Sentinel and Cluster mode)."""
+    if isinstance(redis, SessionCluster):
+        return ClusterReplicaReader(redis, timeout_seconds=settings.socket_timeout_seconds)
     if settings.mode != "sentinel" or isinstance(redis, RedisCluster):
         return None
     pool = redis.connection_pool
@@ -239,12 +242,25 @@ def _pools_of(redis: RedisClient) -> Iterator[ConnectionPool]:
             yield sentinel.connection_pool
 
 
-async def master_roles(redis: RedisClient) -> list[str]:
-    """What `ROLE` says on the node(s) the store writes to: the one master, or in
-    Cluster mode every master of the slot map."""
+@dataclass(frozen=True)
+class WriteNodeRole:
+    """What `ROLE` says on a node the store writes to."""
+
+    role: str
+    replicas: int  # replicas connected to it (0 unless it is a master)
+
+
+async def write_node_roles(redis: RedisClient) -> list[WriteNodeRole]:
+    """`ROLE` of the node(s) the store writes to: the one master, or in Cluster mode every
+    master of the slot map."""
     if isinstance(redis, RedisCluster):
         await redis.initialize()  # the slot map names the masters; load it if stale
         primaries = redis.get_primaries()
         replies = [await redis.execute_command("ROLE", target_nodes=n) for n in primaries]
-        return [as_text(reply[0]) for reply in replies]
-    return [as_text((await redis.execute_command("ROLE"))[0])]  # type: ignore[no-untyped-call]
+    else:
+        replies = [await redis.execute_command("ROLE")]  # type: ignore[no-untyped-call]
+    roles = [as_text(reply[0]) for reply in replies]
+    return [
+        WriteNodeRole(role, len(reply[2]) if role == "master" else 0)
+        for role, reply in zip(roles, replies, strict=True)
+    ]

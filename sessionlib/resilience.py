@@ -48,6 +48,9 @@ _RETRYABLE_ERRORS: tuple[tuple[type[BaseException] | tuple[type[BaseException], 
     (redis_errors.MasterDownError, "masterdown"),
     (redis_errors.ClusterDownError, "clusterdown"),
     (redis_errors.TryAgainError, "tryagain"),
+    # A command redirected (MOVED, ASK) more often than the client allows: the slot map
+    # is changing under it (a failover, a migration); redis-py says "TTL exhausted".
+    (redis_errors.ClusterError, "redirects"),
     (redis_errors.TimeoutError, "timeout"),
     ((redis_errors.ConnectionError, ConnectionError, OSError), "connection"),
 )

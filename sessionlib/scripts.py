@@ -18,8 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import DataAccessCommands, ScriptCommands
 from redis.exceptions import NoScriptError
 
-from sessionlib.cluster import RedisClient
-from sessionlib.config import env_variable
+from sessionlib.cluster import RedisClient, SessionCluster
 from sessionlib.errors import ConfigurationError
 
 Arg = str | int | bytes
@@ -45,6 +44,8 @@ class LuaScript:
 
 
 Step = Callable[[Pipeline], object]
+# `WAIT numreplicas timeout_ms` after a write.
+Wait = tuple[int, int]
 
 
 async def _execute(redis: Redis, steps: Sequence[Step]) -> list[Any]:
@@ -59,30 +60,27 @@ async def run_pipeline(
     steps: Sequence[Step],
     scripts: Sequence[LuaScript],
     *,
-    rerun_last: bool = False,
+    wait: Wait | None = None,
 ) -> list[Any]:
-    """Run `steps` (one command each) in one non-transactional round trip.
+    """Run `steps` (one command each) in one non-transactional round trip, with a
+    `WAIT replicas timeout_ms` behind them when `wait` is given: its reply comes last.
 
     When Redis did not know a script, only the steps that failed run again once the
-    scripts are loaded: the others already took effect and may not be idempotent.
-    `rerun_last` repeats the final step too (a `WAIT` must follow every write).
-    In Cluster mode the steps run one after another instead (see `_run_in_order`).
+    scripts are loaded: the others already took effect and may not be idempotent (the
+    `WAIT` runs again too, it must follow every write). In Cluster mode the steps run one
+    after another instead (see `_run_in_order`).
     """
     if isinstance(redis, RedisCluster):
-        if rerun_last:
-            # WAIT must run on the connection of the write, on the node owning its key.
-            raise ConfigurationError(
-                "WAIT in Cluster mode is not supported yet: set session.durability.replicas "
-                f"to 0 ({env_variable('session.durability.replicas')})"
-            )
-        return await _run_in_order(redis, steps, scripts)
+        return await _run_in_order(redis, steps, scripts, wait)
+    if wait is not None:
+        steps = [*steps, lambda p: p.wait(*wait)]
     results = await _execute(redis, steps)
     missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
     if missing:
         for script in scripts:
             await redis.script_load(script.source)
         last = len(steps) - 1
-        again = missing + ([last] if rerun_last and last not in missing else [])
+        again = missing + ([last] if wait is not None and last not in missing else [])
         for i, result in zip(again, await _execute(redis, [steps[i] for i in again]), strict=True):
             results[i] = result
     for result in results:
@@ -107,7 +105,7 @@ class _OneCommand(DataAccessCommands, ScriptCommands):
 
 
 async def _run_in_order(
-    redis: RedisCluster, steps: Sequence[Step], scripts: Sequence[LuaScript]
+    redis: RedisCluster, steps: Sequence[Step], scripts: Sequence[LuaScript], wait: Wait | None
 ) -> list[Any]:
     """Run `steps` one by one, in order, each on the node owning its key: the keys of one
     batch may live in different slots (a cluster pipeline would run them concurrently,
@@ -115,18 +113,47 @@ async def _run_in_order(
     (see `SessionStore.regenerate`). The first failure stops the batch, so a later step
     never runs without the earlier ones. A step whose script the node does not know (a
     promoted replica) runs again once the scripts are loaded on every master.
+
+    With `wait`, each step is followed by its `WAIT` on the same connection of the same
+    node (a `WAIT` elsewhere would count nothing), and the last reply is the fewest
+    replicas any step reached.
     """
+    if wait is not None and not isinstance(redis, SessionCluster):
+        raise ConfigurationError(
+            "WAIT in Cluster mode needs the client sessionlib builds (create_redis)"
+        )
     results = []
+    fewest: int | None = None
     for step in steps:
         command = _OneCommand()
         step(cast(Pipeline, command))
         # One key each: the client sends it to the node owning that key's slot (its
         # multi-key helpers would split it through a pipeline, with a retry loop of its
         # own in redis-py 5.2).
-        try:
-            results.append(await redis.execute_command(*command.args))
-        except NoScriptError:
-            for script in scripts:
-                await redis.script_load(script.source)
-            results.append(await redis.execute_command(*command.args))
+        if wait is None:
+            results.append(await _knowing(redis, scripts, redis.execute_command, *command.args))
+            continue
+        cluster = cast(SessionCluster, redis)
+        reply, acknowledged = await _knowing(
+            redis, scripts, cluster.run_then, command.args, ("WAIT", *wait)
+        )
+        results.append(reply)
+        fewest = int(acknowledged) if fewest is None else min(fewest, int(acknowledged))
+    if wait is not None:
+        results.append(wait[0] if fewest is None else fewest)
     return results
+
+
+async def _knowing(
+    redis: RedisCluster,
+    scripts: Sequence[LuaScript],
+    send: Callable[..., Awaitable[Any]],
+    *args: Any,
+) -> Any:
+    """`send(*args)`, again once every master knows `scripts` when its node did not."""
+    try:
+        return await send(*args)
+    except NoScriptError:
+        for script in scripts:
+            await redis.script_load(script.source)
+        return await send(*args)

@@ -27,9 +27,9 @@ from sessionlib.connection import (
     EventLoopBinding,
     create_redis,
     endpoint_of,
-    master_roles,
     read_replicas,
     watch_master,
+    write_node_roles,
 )
 from sessionlib.errors import (
     DurabilityShortfall,
@@ -42,7 +42,7 @@ from sessionlib.failover import SentinelWatcher
 from sessionlib.ids import new_raw_id
 from sessionlib.observer import NullObserver, StoreObserver
 from sessionlib.refusals import describe_refusal, fix_for, is_refusal
-from sessionlib.replicas import ReplicaReader
+from sessionlib.replicas import ReplicaReads
 from sessionlib.resilience import RetryPolicy, retry_reason
 from sessionlib.scripts import LuaScript, Step, run_pipeline
 from sessionlib.serialization import as_text
@@ -95,7 +95,7 @@ class SessionStore:
         observer: StoreObserver | None = None,
         retry: RetryPolicy | None = None,
         watcher: SentinelWatcher | None = None,
-        replicas: ReplicaReader | None = None,
+        replicas: ReplicaReads | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings or SessionSettings()
@@ -436,21 +436,22 @@ class SessionStore:
     async def ping(self) -> None:
         """Raise SessionStoreUnavailable unless a writable master answers (in Cluster
         mode: every master of the slot map)."""
-        roles = await self._call("ping", lambda: master_roles(self.redis))
-        if any(role != "master" for role in roles):
+        nodes = await self._call("ping", lambda: write_node_roles(self.redis))
+        if any(node.role != "master" for node in nodes):
             raise SessionStoreUnavailable("connected Redis node is not a master")
 
     # -- plumbing -----------------------------------------------------------------------
 
     async def _warn_if_replicas_missing(self) -> None:
-        """Say once, readably, when durability asks for more replicas than the master
-        has: every write would otherwise wait `timeout_ms` in silence."""
+        """Say once, readably, when durability asks for more replicas than a master has
+        (in Cluster mode: the master with the fewest): every write to it would otherwise
+        wait `timeout_ms` in silence."""
         wanted = self.settings.durability.replicas
         if self._replicas_checked or not wanted:
             return
-        role = await self.redis.execute_command("ROLE")
+        nodes = await write_node_roles(self.redis)
         self._replicas_checked = True
-        connected = len(role[2]) if as_text(role[0]) == "master" else 0
+        connected = min(node.replicas for node in nodes)
         if connected < wanted:
             where, _ = endpoint_of(self.redis)
             log.warning(
@@ -468,15 +469,12 @@ class SessionStore:
     async def _write(self, steps: list[Step], scripts: list[LuaScript]) -> list[Any]:
         """Run writing steps in one round trip, with `WAIT` last when durability is on."""
         durability = self.settings.durability
-        if durability.replicas:
-            if not self._replicas_checked:
-                with contextlib.suppress(redis_errors.RedisError):
-                    await self._warn_if_replicas_missing()
-            steps = [*steps, lambda p: p.wait(durability.replicas, durability.timeout_ms)]
-        results = await run_pipeline(
-            self.redis, steps, scripts, rerun_last=bool(durability.replicas)
-        )
-        if durability.replicas:
+        if durability.replicas and not self._replicas_checked:
+            with contextlib.suppress(redis_errors.RedisError):
+                await self._warn_if_replicas_missing()
+        wait = (durability.replicas, durability.timeout_ms) if durability.replicas else None
+        results = await run_pipeline(self.redis, steps, scripts, wait=wait)
+        if wait is not None:
             acknowledged = int(results.pop())
             if acknowledged < durability.replicas:
                 self.observer.durability_shortfall()

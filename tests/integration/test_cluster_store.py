@@ -5,8 +5,7 @@ slots come back through the store's own retry layer."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,10 +13,8 @@ from prometheus_client import CollectorRegistry
 from redis.crc import key_slot
 
 import sessionlib.store as store_module
-from deploy.local.cluster import ClusterSpec, LocalCluster
-from sessionlib.config import RedisSettings, RetrySettings, SessionSettings, Settings
+from deploy.local.cluster import LocalCluster
 from sessionlib.errors import SessionMoved, SessionStoreRefused, SessionStoreUnavailable
-from sessionlib.metrics import StoreMetrics
 from sessionlib.store import SessionStore
 
 pytestmark = pytest.mark.integration
@@ -28,41 +25,8 @@ FAILOVER_TIMEOUT = 30.0
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, free_ports: FreePorts) -> Iterator[LocalCluster]:
-    """Six nodes (and six bus ports) of the test's own, clear of `make up-local`'s."""
-    ports = free_ports(12)
-    spec = ClusterSpec(ports=tuple(ports[:6]), bus_ports=tuple(ports[6:]))
-    with LocalCluster(tmp_path / "cluster", spec) as running:
-        yield running
-
-
-@pytest.fixture
-async def make_store(cluster: LocalCluster) -> AsyncIterator[Callable[..., SessionStore]]:
-    """Stores built as users build them: `SessionStore.from_settings` in Cluster mode."""
-    made: list[SessionStore] = []
-
-    def build(
-        registry: CollectorRegistry | None = None,
-        deadline_seconds: float = 5.0,
-        nodes: list[str] | None = None,
-        **redis: Any,
-    ) -> SessionStore:
-        settings = Settings(
-            redis=RedisSettings(
-                mode="cluster",
-                cluster_nodes=nodes or cluster.startup_nodes,
-                retry=RetrySettings(deadline_seconds=deadline_seconds),
-                **redis,
-            ),
-            session=SessionSettings(),
-        )
-        observer = StoreMetrics(registry or CollectorRegistry())
-        made.append(SessionStore.from_settings(settings, observer=observer))
-        return made[-1]
-
-    yield build
-    for store in made:
-        await store.close()
+def make_store(make_cluster_store: Callable[..., SessionStore]) -> Callable[..., SessionStore]:
+    return make_cluster_store
 
 
 def master_holding(cluster: LocalCluster, key: str) -> dict[str, str]:

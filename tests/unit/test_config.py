@@ -141,30 +141,22 @@ def test_cluster_mode_builds_a_cluster_client_whose_own_retries_are_off():
     assert own_retries == 0
 
 
-def test_cluster_mode_with_durability_is_refused_naming_the_setting_to_change():
-    with pytest.raises(ConfigurationError) as refused:
-        load_settings("dev", redis=CLUSTER, session={"durability": {"replicas": 1}})
+def test_cluster_mode_takes_durability_and_stale_reads_as_sentinel_mode_does():
+    session = {"durability": {"replicas": 1}, "stale_reads_during_failover": True}
 
-    assert "WAIT in Cluster mode is not supported yet" in str(refused.value)
-    assert "SESSIONLIB_SESSION__DURABILITY__REPLICAS=0" in str(refused.value)
+    settings = load_settings("dev", redis=CLUSTER, session=session)
+
+    assert settings.session.durability.replicas == 1
+    assert settings.session.stale_reads_during_failover
 
 
-def test_prod_in_cluster_mode_is_refused_for_its_durability_until_replicas_is_zero():
+def test_prod_in_cluster_mode_waits_for_a_replica_after_each_write():
     secure = {**CLUSTER, "password": "s3cret", "tls": {"allow_plaintext": True}}
 
-    with pytest.raises(ConfigurationError, match=r"session\.durability\.replicas"):
-        load_settings("prod", redis=secure)
-    settings = load_settings("prod", redis=secure, session={"durability": {"replicas": 0}})
+    settings = load_settings("prod", redis=secure)
 
     assert settings.redis.mode == "cluster"
-
-
-def test_cluster_mode_with_stale_reads_is_refused_naming_the_setting_to_change():
-    with pytest.raises(ConfigurationError) as refused:
-        load_settings("dev", redis=CLUSTER, session={"stale_reads_during_failover": True})
-
-    assert "stale reads in Cluster mode are not supported yet" in str(refused.value)
-    assert "SESSIONLIB_SESSION__STALE_READS_DURING_FAILOVER=false" in str(refused.value)
+    assert settings.session.durability.replicas == 1
 
 
 # Settings are validated the same way on every path (issue 12, point 11).
