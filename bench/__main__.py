@@ -18,11 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from bench import failover, http_level, library_level, memory, round_trips
-from bench.app import VARIANTS
+from bench.app import CLUSTER, SENTINEL, VARIANTS
 from bench.machine import load_average, machine, versions
 from bench.plan import FULL, QUICK, Plan
 from bench.report import render
-from bench.servers import REPO, app_servers, fresh_redis
+from bench.servers import (
+    REPO,
+    app_servers,
+    fresh_redis,
+    master_urls,
+    redis_cluster,
+    sentinel_topology,
+)
 from bench.wrk import wrk_binary, wrk_version
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
@@ -59,23 +66,34 @@ def run(plan: Plan, run_dir: Path) -> dict[str, Any]:
             record["versions"] = versions(client.info("server")["redis_version"], wrk_version())
         with _section(record, "library"):
             record["library"] = asyncio.run(library_level.run(redis_server.url, redis_pid, plan))
-        with app_servers(VARIANTS, redis_server.url, run_dir) as servers:
-            cookies = {
-                app: http_level.login_cookies(servers[app], plan.http_connections)
-                for app in VARIANTS
-                if app != "none"
-            }
-            with _section(record, "round_trips"):
-                first = {app: cookies[app][0] for app in REDIS_APPS}
-                record["round_trips"] = round_trips.run(
-                    redis_server.url, servers, first, plan.round_trip_requests
-                )
-            with _section(record, "http"):
-                record["http"] = http_level.run(servers, cookies, redis_pid, plan, run_dir)
-            with _section(record, "memory"):
-                record["memory"] = memory.run(redis_server.url, servers, plan.memory_sessions)
-    with _section(record, "failover"):
-        record["failover"] = asyncio.run(failover.run(plan, run_dir / "topology"))
+        with (
+            sentinel_topology(run_dir) as topology,
+            redis_cluster(run_dir) as cluster,
+        ):
+            topologies = {SENTINEL: topology, CLUSTER: cluster}
+            with app_servers(
+                [*VARIANTS, *topologies], redis_server, run_dir, topologies
+            ) as servers:
+                cookies = {
+                    app: http_level.login_cookies(servers[app], plan.http_connections)
+                    for app in servers
+                    if app != "none"
+                }
+                with _section(record, "round_trips"):
+                    counted = {app: [redis_server.url] for app in REDIS_APPS}
+                    counted[CLUSTER] = master_urls(cluster)
+                    first = {app: cookies[app][0] for app in counted}
+                    record["round_trips"] = round_trips.run(
+                        counted, servers, first, plan.round_trip_requests
+                    )
+                with _section(record, "http"):
+                    record["http"] = http_level.run(servers, cookies, plan, run_dir)
+                with _section(record, "memory"):
+                    record["memory"] = memory.run(redis_server.url, servers, plan.memory_sessions)
+            with _section(record, "failover"):
+                record["failover"] = asyncio.run(failover.run(plan, topology))
+            with _section(record, "cluster_failover"):
+                record["cluster_failover"] = asyncio.run(failover.run_cluster(plan, cluster))
     record["load_average"]["end"] = load_average()
     record["seconds"] = time.monotonic() - started
     return record

@@ -1,7 +1,10 @@
-"""The tiny FastAPI app of the HTTP benchmark in four variants: no sessions, sessionlib,
-starsessions with its Redis store, and Starlette's signed-cookie `SessionMiddleware`.
+"""The tiny FastAPI app of the HTTP benchmark in its variants: no sessions, sessionlib (on a
+standalone Redis, in Sentinel mode, in Cluster mode), starsessions with its Redis store, and
+Starlette's signed-cookie `SessionMiddleware`.
 
-Served by `python -m bench.app VARIANT PORT REDIS_URL` (uvicorn, one worker, no access log).
+Served by `python -m bench.app VARIANT PORT REDIS` (uvicorn, one worker, no access log);
+REDIS is a redis:// URL, or sessionlib's RedisSettings as JSON for the Sentinel and Cluster
+variants.
 """
 
 from __future__ import annotations
@@ -18,12 +21,18 @@ from starsessions import SessionAutoloadMiddleware
 from starsessions import SessionMiddleware as StarsessionsMiddleware
 from starsessions.stores.redis import RedisStore
 
+from bench.servers import settings_with
 from bench.workload import CHANGED, changed_value, session_attributes
 from sessionlib import SessionMiddleware, SessionStore
 from sessionlib.config import RedisSettings, SessionSettings
 from sessionlib.connection import create_redis
 
 VARIANTS = ("none", "sessionlib", "starsessions", "starlette-cookie")
+# sessionlib on a topology, as `SessionStore.from_settings` builds it (with the Sentinel
+# watcher in Sentinel mode); the same endpoints and session as every other variant.
+SENTINEL = "sessionlib-sentinel"
+CLUSTER = "sessionlib-cluster"
+TOPOLOGY_VARIANTS = (SENTINEL, CLUSTER)
 IDLE_SECONDS = SessionSettings().idle_timeout_seconds
 COOKIE_SECRET = "bench-only-secret"  # noqa: S105 - signs cookies of a throwaway benchmark
 
@@ -34,16 +43,19 @@ def _session(request: Request) -> MutableMapping[str, Any]:
     return session
 
 
-def _add_sessions(app: FastAPI, variant: str, redis_url: str) -> None:
+def _add_sessions(app: FastAPI, variant: str, redis: str) -> None:
     # Both Redis-backed variants get a client built by the same function, same settings.
     if variant == "sessionlib":
-        store = SessionStore(create_redis(RedisSettings(url=redis_url)))
+        store = SessionStore(create_redis(RedisSettings(url=redis)))
+        app.add_middleware(SessionMiddleware, store=store, exclude_paths=["/healthz"])
+    elif variant in TOPOLOGY_VARIANTS:
+        store = SessionStore.from_settings(settings_with(RedisSettings.model_validate_json(redis)))
         app.add_middleware(SessionMiddleware, store=store, exclude_paths=["/healthz"])
     elif variant == "starsessions":
         app.add_middleware(SessionAutoloadMiddleware)
         app.add_middleware(
             StarsessionsMiddleware,
-            store=RedisStore(connection=create_redis(RedisSettings(url=redis_url))),
+            store=RedisStore(connection=create_redis(RedisSettings(url=redis))),
             lifetime=IDLE_SECONDS,
             rolling=True,  # sliding expiry, as sessionlib's idle timeout
             cookie_https_only=False,
@@ -51,10 +63,11 @@ def _add_sessions(app: FastAPI, variant: str, redis_url: str) -> None:
     elif variant == "starlette-cookie":
         app.add_middleware(CookieSessionMiddleware, secret_key=COOKIE_SECRET, max_age=IDLE_SECONDS)
     elif variant != "none":
-        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        known = ", ".join((*VARIANTS, *TOPOLOGY_VARIANTS))
+        raise ValueError(f"unknown variant {variant!r}; choose one of {known}")
 
 
-def create_app(variant: str, redis_url: str) -> FastAPI:
+def create_app(variant: str, redis: str) -> FastAPI:
     """`POST /login` fills the session, `GET /read` reads it, `POST /write` changes one
     attribute; the same endpoints whatever keeps the session."""
     app = FastAPI()
@@ -80,17 +93,17 @@ def create_app(variant: str, redis_url: str) -> FastAPI:
         session[CHANGED] = changed_value(next(counter))
         return {"attributes": len(session)}
 
-    _add_sessions(app, variant, redis_url)
+    _add_sessions(app, variant, redis)
     return app
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.app")
-    parser.add_argument("variant", choices=VARIANTS)
+    parser.add_argument("variant", choices=(*VARIANTS, *TOPOLOGY_VARIANTS))
     parser.add_argument("port", type=int)
-    parser.add_argument("redis_url")
+    parser.add_argument("redis", help="a redis:// URL, or RedisSettings as JSON")
     args = parser.parse_args()
-    app = create_app(args.variant, args.redis_url)
+    app = create_app(args.variant, args.redis)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

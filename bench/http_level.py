@@ -1,5 +1,6 @@
 """HTTP level: the same FastAPI app with no sessions, sessionlib, starsessions and Starlette's
 signed cookie, loaded by wrk on loopback; each app's requests/s as a ratio to sessionlib's.
+sessionlib in Cluster mode runs in the same rounds, also as a ratio to Sentinel mode.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from typing import Any
 
 import httpx
 
+from bench.app import CLUSTER, SENTINEL
 from bench.plan import Plan
 from bench.servers import AppServer
-from bench.stats import Sample, compare
+from bench.stats import Sample, Spread, compare
 from bench.wrk import run_wrk
 
 REFERENCE = "sessionlib"
@@ -37,7 +39,6 @@ def login_cookies(server: AppServer, count: int) -> list[str]:
 def run(
     servers: dict[str, AppServer],
     cookies: dict[str, list[str]],
-    redis_pid: int,
     plan: Plan,
     run_dir: Path,
 ) -> dict[str, Any]:
@@ -55,7 +56,8 @@ def run(
             write_percent,
             plan.http_connections,
             seconds,
-            (servers[variant].pid, redis_pid),
+            servers[variant].pid,
+            servers[variant].redis_pids,
         )
 
     results: dict[str, Any] = {}
@@ -69,5 +71,10 @@ def run(
             shift = number % len(names)
             for variant in names[shift:] + names[:shift]:
                 rounds[variant].append(load(variant, write_percent, plan.http_seconds))
-        results[mix] = {"write_percent": write_percent, **compare(rounds, REFERENCE)}
+        comparison = compare(rounds, REFERENCE)
+        if CLUSTER in rounds and SENTINEL in rounds:
+            per_round = zip(rounds[CLUSTER], rounds[SENTINEL], strict=True)
+            cost = Spread.of([c.rate / s.rate for c, s in per_round]).to_json()
+            comparison["variants"][CLUSTER]["ratio_to_sentinel"] = cost
+        results[mix] = {"write_percent": write_percent, **comparison}
     return results

@@ -12,6 +12,8 @@ APPS = {
     "sessionlib": "(b) sessionlib",
     "starsessions": "(c) starsessions, Redis store",
     "starlette-cookie": "(d) Starlette signed cookie",
+    "sessionlib-sentinel": "(e) sessionlib, Sentinel mode",
+    "sessionlib-cluster": "(f) sessionlib, Cluster mode",
 }
 LIMITS = {"redis-defaults": "Redis defaults", "shipped": "shipped redis.conf"}
 
@@ -93,14 +95,36 @@ def _http(record: dict[str, Any]) -> list[str]:
     return _table(header, rows, text_columns=2)
 
 
+def _cluster_cost(record: dict[str, Any]) -> list[str]:
+    """Requests/s of Cluster mode over Sentinel mode, same rounds."""
+    parts = [
+        f"{mix} {_spread(figures['ratio_to_sentinel'], _two)}"
+        for mix, comparison in record["http"].items()
+        for figures in comparison["variants"].values()
+        if "ratio_to_sentinel" in figures
+    ]
+    if not parts:  # a record from before Cluster mode was measured
+        return []
+    return [
+        "",
+        "(b) runs on one redis-server; (e) on a master with two replicas and three sentinels; "
+        "(f) on a cluster of three such shards (two replicas per master); Redis CPU sums "
+        "every redis-server behind the app. Requests/s of (f) over (e), round by round: "
+        + "; ".join(parts)
+        + ".",
+    ]
+
+
 def _round_trips(record: dict[str, Any]) -> list[str]:
     rows = []
     for library, kinds in record["round_trips"].items():
         for kind, counts in kinds.items():
             by_command = ", ".join(f"{name} {n:g}" for name, n in counts["by_command"].items())
+            nodes = counts.get("nodes", 1)
+            where = f" (summed over {nodes} masters)" if nodes > 1 else ""
             rows.append(
                 [
-                    f"{library}, {kind}",
+                    f"{library}, {kind}{where}",
                     f"{counts['sent_per_request']:g}",
                     f"{counts['in_scripts_per_request']:g}",
                     f"{counts['commands_per_request']:g}",
@@ -111,29 +135,52 @@ def _round_trips(record: dict[str, Any]) -> list[str]:
     return _table(header, rows, text_columns=1)
 
 
-def _failover(record: dict[str, Any]) -> list[str]:
-    failover = record["failover"]
+def _failover(failover: dict[str, Any]) -> list[str]:
     rows = []
     for client, figures in failover["clients"].items():
-        outage = figures["outage_seconds"]
+        first, steady = figures["outage_seconds"], figures["steady_outage_seconds"]
         rows.append(
             [
                 client,
-                _spread(outage, _two),
-                f"{_two(outage['min'])}-{_two(outage['max'])}" if outage else "-",
-                f"{figures['writes_failed']} of {figures['writes_started']}",
+                _spread(first, _two),
+                _spread(steady, _two),
+                f"{_two(steady['min'])}-{_two(steady['max'])}" if steady else "-",
+                f"{figures['calls_failed']} of {figures['calls_started']}",
                 str(figures["never_recovered"]),
             ]
         )
-    header = ["client", "kill to first write, s", "min-max", "failed writes", "not recovered"]
-    agreed = _spread(failover["sentinels_agreed_seconds"], _two)
+    header = [
+        "client",
+        "kill to first success, s",
+        "kill to all succeeding, s",
+        "min-max",
+        "failed calls",
+        "not recovered",
+    ]
+    agreed = _spread(failover["agreed_seconds"], _two)
     ratio = _spread(failover["ratio_sessionlib_to_redis_py"], _two)
     kills = len(failover["rounds"])
     return [
         *_table(header, rows),
         "",
-        f"{kills} kill{'s' if kills != 1 else ''}; sentinels agreed on the new master after "
-        f"{agreed} s (polled every 0.1 s); sessionlib / redis-py per kill: {ratio}.",
+        f"{kills} kill{'s' if kills != 1 else ''}; the {failover['agreed_by']} agreed on the new "
+        f"master after {agreed} s (polled every 0.1 s); sessionlib / redis-py per kill, until "
+        f"all succeed: {ratio}. All succeeding: every call from then on succeeded, for "
+        f"{failover['steady_seconds']:g} s at least and until the calls in flight ended.",
+    ]
+
+
+def _cluster_failover(record: dict[str, Any]) -> list[str]:
+    if "cluster_failover" not in record:  # a record from before Cluster mode was measured
+        return []
+    return [
+        "",
+        "Failover, Cluster mode: SIGKILL of the master owning the sessions' slot, local Redis "
+        "Cluster (cluster-node-timeout 1000 ms, two replicas per master), a session read or "
+        "write (in turn) started every 10 ms by each client; redis-py is RedisCluster with "
+        "its defaults:",
+        "",
+        *_failover(record["cluster_failover"]),
     ]
 
 
@@ -194,15 +241,18 @@ def render(record: dict[str, Any]) -> str:
         "per round:",
         "",
         *_http(record),
+        *_cluster_cost(record),
         "",
-        "Redis commands per request (INFO commandstats deltas; MONITOR splits them):",
+        "Redis commands per request (INFO commandstats deltas; MONITOR splits them; sessionlib "
+        "sends one command per round trip on these paths, no pipeline):",
         "",
         *_round_trips(record),
         "",
-        "Failover: SIGKILL of the master to the first acknowledged session write, local "
-        "Sentinel topology (down-after 1000 ms), a write started every 10 ms:",
+        "Failover, Sentinel mode: SIGKILL of the master, local Sentinel topology (down-after "
+        "1000 ms), a session write started every 10 ms by each client:",
         "",
-        *_failover(record),
+        *_failover(record["failover"]),
+        *_cluster_failover(record),
         "",
         "Memory per session, 10 attributes of 100 bytes (MEMORY USAGE):",
         "",

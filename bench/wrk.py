@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.machine import process_cpu_seconds
@@ -39,10 +40,11 @@ def run_wrk(
     write_percent: int,
     connections: int,
     seconds: int,
-    pids: tuple[int, int],
+    app_pid: int,
+    redis_pids: Sequence[int],
 ) -> Sample:
     """One wrk run (one thread) against `url`: requests/s, latency percentiles, and CPU per
-    request of the app and of redis-server (`pids`, in that order)."""
+    request of the app and of the redis-server processes behind it (summed)."""
     argv = [
         wrk_binary(),
         "--threads", "1",
@@ -53,11 +55,14 @@ def run_wrk(
         url,
         "--", str(cookie_file or "-"), str(write_percent),
     ]  # fmt: skip
-    cpu_before = [process_cpu_seconds(pid) for pid in pids]
+
+    def cpu_seconds() -> tuple[float, float]:
+        return process_cpu_seconds(app_pid), sum(map(process_cpu_seconds, redis_pids))
+
+    app_before, redis_before = cpu_seconds()
     done = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
-    app_cpu, redis_cpu = (
-        process_cpu_seconds(pid) - b for pid, b in zip(pids, cpu_before, strict=True)
-    )
+    app_after, redis_after = cpu_seconds()
+    app_cpu, redis_cpu = app_after - app_before, redis_after - redis_before
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise LoadGeneratorError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")

@@ -52,7 +52,14 @@ def is_figure(figure: dict, rounds: int) -> bool:
 
 def test_a_quick_run_prints_every_table_and_names_the_record(quick):
     output, _ = quick
-    for title in ("Library level", "HTTP level", "Redis commands", "Failover", "Memory"):
+    for title in (
+        "Library level",
+        "HTTP level",
+        "Redis commands",
+        "Failover, Sentinel mode",
+        "Failover, Cluster mode",
+        "Memory",
+    ):
         assert title in output
     assert "figures written to" in output
 
@@ -62,7 +69,14 @@ def test_the_record_says_what_was_measured_on_and_with_what(quick):
     assert record["machine"]["cores"] >= 1
     assert record["versions"]["redis-server"] and record["versions"]["starsessions"]
     assert len(record["load_average"]["start"]) == len(record["load_average"]["end"]) == 3
-    assert set(record["sections"]) == {"library", "round_trips", "http", "memory", "failover"}
+    assert set(record["sections"]) == {
+        "library",
+        "round_trips",
+        "http",
+        "memory",
+        "failover",
+        "cluster_failover",
+    }
 
 
 def test_library_figures_come_per_round_with_spread_and_a_ratio_to_raw_redis_py(quick):
@@ -89,7 +103,7 @@ def test_encryption_at_rest_is_measured_as_a_ratio_to_plain_sessionlib(quick):
     assert "ops/s of sessionlib + encryption over sessionlib" in output
 
 
-def test_http_figures_cover_four_apps_and_two_mixes_relative_to_sessionlib(quick):
+def test_http_figures_cover_six_apps_and_two_mixes_relative_to_sessionlib(quick):
     _, record = quick
     rounds = record["plan"]["http_rounds"]
     assert set(record["http"]) == {"read-only", "read-write"}
@@ -100,15 +114,27 @@ def test_http_figures_cover_four_apps_and_two_mixes_relative_to_sessionlib(quick
             "sessionlib",
             "starsessions",
             "starlette-cookie",
+            "sessionlib-sentinel",
+            "sessionlib-cluster",
         }
         for figures in comparison["variants"].values():
             assert is_figure(figures["rate"], rounds) and figures["rate"]["median"] > 0
             assert is_figure(figures["ratio_to_reference"], rounds)
 
 
+def test_cluster_mode_requests_per_second_come_as_a_ratio_to_sentinel_mode_per_round(quick):
+    output, record = quick
+    rounds = record["plan"]["http_rounds"]
+    for comparison in record["http"].values():
+        cluster = comparison["variants"]["sessionlib-cluster"]
+        assert is_figure(cluster["ratio_to_sentinel"], rounds)
+        assert len(cluster["rounds"]) == rounds
+    assert "Requests/s of (f) over (e), round by round" in output
+
+
 def test_round_trips_split_what_the_app_sent_from_what_scripts_ran(quick):
     _, record = quick
-    for library in ("sessionlib", "starsessions"):
+    for library in ("sessionlib", "starsessions", "sessionlib-cluster"):
         for kind in ("read", "write"):
             counts = record["round_trips"][library][kind]
             assert counts["sent_per_request"] >= 1
@@ -119,14 +145,28 @@ def test_round_trips_split_what_the_app_sent_from_what_scripts_ran(quick):
             assert math.isclose(sum(counts["by_command"].values()), counts["commands_per_request"])
 
 
-def test_failover_times_both_clients_on_the_same_kills(quick):
+def test_round_trips_in_cluster_mode_are_counted_on_every_master(quick):
     _, record = quick
-    failover = record["failover"]
+    for kind in ("read", "write"):
+        assert record["round_trips"]["sessionlib-cluster"][kind]["nodes"] == 3
+
+
+@pytest.mark.parametrize("mode", ["failover", "cluster_failover"])
+def test_failover_times_both_clients_on_the_same_kills(quick, mode):
+    _, record = quick
+    failover = record[mode]
     assert len(failover["rounds"]) == record["plan"]["failovers"]
     for kill in failover["rounds"]:
         assert kill["new_master"] != kill["killed"]
+        assert set(kill["outage_seconds"]) == set(kill["steady_outage_seconds"])
         assert set(kill["outage_seconds"]) == {"sessionlib", "redis-py"}
-        assert all(t is None or t > 0 for t in kill["outage_seconds"].values())
+        for client, first in kill["outage_seconds"].items():
+            steady = kill["steady_outage_seconds"][client]
+            assert first is None or first > 0
+            # All succeeding comes at the first success or after it.
+            assert steady is None or (first is not None and steady >= first)
+    for figures in failover["clients"].values():
+        assert 0 <= figures["calls_failed"] <= figures["calls_started"]
 
 
 def test_memory_shows_the_shipped_limits_keep_a_session_hash_listpack_encoded(quick):
