@@ -15,8 +15,9 @@ from typing import Any, Union
 
 import redis
 from redis import exceptions as redis_errors
+from redis._parsers.commands import AsyncCommandsParser
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -26,6 +27,7 @@ from redis.exceptions import (
     ClusterDownError,
     ClusterError,
     MovedError,
+    NoScriptError,
     RedisClusterException,
     RedisError,
     SlotNotCoveredError,
@@ -106,6 +108,34 @@ def _adopt(nodes: Iterable[ClusterNode]) -> None:
             node.__class__ = _ReleasingNode
 
 
+class _CommandTable(AsyncCommandsParser):
+    """redis-py's COMMAND table, loaded once from any node that answers.
+
+    redis-py reloads it with every slot map, from the map's first master: when that master
+    is the one that died (its shard lost, still listed), every reload fails and the client
+    stops for all shards. The table does not change with the topology.
+    """
+
+    def __init__(self, nodes: NodesManager) -> None:
+        super().__init__()
+        self._nodes = nodes
+
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        if self.commands:
+            return
+        # The node redis-py chose first, then every other node of the map.
+        first = [node] if node is not None else []
+        candidates = {c.name: c for c in [*first, *self._nodes.nodes_cache.values()]}
+        failure: Exception = ClusterDownError("no cluster node to read the command table from")
+        for candidate in candidates.values():
+            try:
+                await super().initialize(candidate)
+                return
+            except _BROKEN_LINK as exc:
+                failure = exc
+        raise failure
+
+
 def _key_of(command: Sequence[Any]) -> Any:
     """The one key of a sessionlib command: scripts take theirs after the key count."""
     if str(command[0]).upper() in ("EVALSHA", "EVAL"):
@@ -143,6 +173,10 @@ class SessionCluster(RedisCluster):
         # hand the retry layer what it classifies (outage, refusal) instead. Raised
         # outside the `except`, so the cause keeps its own chain (a TLS refusal's).
         cause = failure.__cause__
+        # redis-py words any error of CLUSTER SLOTS (a NOPERM too) as "Cluster mode is not
+        # enabled on this node": the node's own error is that exception's context.
+        if isinstance(cause, RedisClusterException) and isinstance(cause.__context__, RedisError):
+            cause = cause.__context__
         if isinstance(cause, RedisError):
             raise cause
         raise ClusterDownError(str(failure)) from failure
@@ -156,26 +190,34 @@ class SessionCluster(RedisCluster):
         except SlotNotCoveredError as exc:
             raise ClusterDownError(str(exc)) from exc
 
-    async def run_then(self, command: Sequence[Any], then: Sequence[Any]) -> tuple[Any, Any]:
+    async def run_then(
+        self, command: Sequence[Any], then: Sequence[Any], scripts: Sequence[str] = ()
+    ) -> tuple[Any, Any]:
         """Run `command` (one key) on the master owning its key, and `then` right behind
         it on the same connection; returns both replies. Follows MOVED and ASK itself
-        (the client's redirects cannot keep two commands on one connection), and raises
-        the command's own error (a NOSCRIPT, a refusal) as the client would."""
+        (the client's redirects cannot keep two commands on one connection). A node that
+        does not know the script (a promoted replica) gets `scripts` loaded on the same
+        connection and runs the pair again; any other error of the command is raised as
+        the client would raise it."""
         await self.initialize()
         slot = self.keyslot(_key_of(command))
         asking = False
+        preload: list[tuple[str, str, str]] = []
         try:
             node = self.nodes_manager.get_node_from_slot(slot)
         except SlotNotCoveredError as exc:
             raise ClusterDownError(str(exc)) from exc
         for _ in range(_REDIRECTS):
             _adopt([node])
-            batch = [("ASKING",), command, then] if asking else [command, then]
+            batch = [*preload, ("ASKING",), command, then] if asking else [*preload, command, then]
             try:
                 *_, reply, after = await _send_together(node, batch)
             except _BROKEN_LINK:
-                self._initialize = True  # the slot may have a new master: reload the map
+                self._reload_without(node)
                 raise
+            if isinstance(reply, NoScriptError) and scripts and not preload:
+                preload = [("SCRIPT", "LOAD", source) for source in scripts]
+                continue
             if isinstance(reply, AskError) and not isinstance(reply, MovedError):
                 target = self.get_node(host=reply.host, port=reply.port)
                 if target is None:
@@ -195,6 +237,14 @@ class SessionCluster(RedisCluster):
                     raise outcome
             return reply, after
         raise ClusterError(f"slot {slot} was still redirected after {_REDIRECTS} tries")
+
+    def _reload_without(self, node: ClusterNode) -> None:
+        """Reload the slot map before the next command (the slot may have a new master),
+        asking `node` last, as redis-py does after a failed command of its own."""
+        self._initialize = True
+        move_to_end = getattr(self.nodes_manager, "move_node_to_end_of_cached_nodes", None)
+        if move_to_end is not None:  # redis-py 7
+            move_to_end(node.name)
 
     async def ask_replicas(self, command: Sequence[Any], timeout_seconds: float) -> list[Any]:
         """`command` (one key, read-only) on each replica of its key's slot, all at once,
@@ -285,6 +335,7 @@ def create_cluster(
     for node in client.nodes_manager.startup_nodes.values():
         node.connection_class = connection_class
     _adopt(client.nodes_manager.startup_nodes.values())
+    client.commands_parser = _CommandTable(client.nodes_manager)
     return client
 
 

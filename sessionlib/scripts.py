@@ -112,7 +112,8 @@ async def _run_in_order(
     and refuses EVALSHA), and their order is what makes a crash between them harmless
     (see `SessionStore.regenerate`). The first failure stops the batch, so a later step
     never runs without the earlier ones. A step whose script the node does not know (a
-    promoted replica) runs again once the scripts are loaded on every master.
+    promoted replica) runs again once the scripts are loaded (on every master, or with
+    `wait` on that node).
 
     With `wait`, each step is followed by its `WAIT` on the same connection of the same
     node (a `WAIT` elsewhere would count nothing), and the last reply is the fewest
@@ -134,9 +135,8 @@ async def _run_in_order(
             results.append(await _knowing(redis, scripts, redis.execute_command, *command.args))
             continue
         cluster = cast(SessionCluster, redis)
-        reply, acknowledged = await _knowing(
-            redis, scripts, cluster.run_then, command.args, ("WAIT", *wait)
-        )
+        sources = [script.source for script in scripts]
+        reply, acknowledged = await cluster.run_then(command.args, ("WAIT", *wait), sources)
         results.append(reply)
         fewest = int(acknowledged) if fewest is None else min(fewest, int(acknowledged))
     if wait is not None:
