@@ -112,8 +112,7 @@ async def _run_in_order(
     and refuses EVALSHA), and their order is what makes a crash between them harmless
     (see `SessionStore.regenerate`). The first failure stops the batch, so a later step
     never runs without the earlier ones. A step whose script the node does not know (a
-    promoted replica) runs again once the scripts are loaded (on every master, or with
-    `wait` on that node).
+    promoted replica) runs again once that node has the script.
 
     With `wait`, each step is followed by its `WAIT` on the same connection of the same
     node (a `WAIT` elsewhere would count nothing), and the last reply is the fewest
@@ -132,7 +131,7 @@ async def _run_in_order(
         # multi-key helpers would split it through a pipeline, with a retry loop of its
         # own in redis-py 5.2).
         if wait is None:
-            results.append(await _knowing(redis, scripts, redis.execute_command, *command.args))
+            results.append(await _knowing(redis, scripts, *command.args))
             continue
         cluster = cast(SessionCluster, redis)
         sources = [script.source for script in scripts]
@@ -144,16 +143,14 @@ async def _run_in_order(
     return results
 
 
-async def _knowing(
-    redis: RedisCluster,
-    scripts: Sequence[LuaScript],
-    send: Callable[..., Awaitable[Any]],
-    *args: Any,
-) -> Any:
-    """`send(*args)`, again once every master knows `scripts` when its node did not."""
+async def _knowing(redis: RedisCluster, scripts: Sequence[LuaScript], *args: Any) -> Any:
+    """The command; an `EVALSHA` the node does not know (a promoted replica) runs again as
+    `EVAL` of its source, which also puts the script in that node's cache. Loading it with
+    `script_load` instead would reach the masters redis-py knows by type, and a reloaded
+    map may still type the promoted node a replica."""
     try:
-        return await send(*args)
+        return await redis.execute_command(*args)
     except NoScriptError:
-        for script in scripts:
-            await redis.script_load(script.source)
-        return await send(*args)
+        _evalsha, sha, *rest = args
+        source = next(script.source for script in scripts if script.sha == sha)
+        return await redis.execute_command("EVAL", source, *rest)

@@ -197,3 +197,26 @@ async def test_killing_the_master_of_a_session_recovers_loads_and_saves_and_refr
         for operation, reason in (("load", "connection"), ("save", "noreplicas"))
     }
     assert retried["connection"] and retried["noreplicas"], retried
+
+
+async def test_after_a_failover_a_login_indexes_the_user_on_the_promoted_master(
+    make_store: Callable[..., SessionStore], cluster: LocalCluster
+) -> None:
+    """A promoted replica has no scripts cached. redis-py's `script_load` reaches the
+    masters it knows by type, and after a reload it may still type the promoted node a
+    replica: the index step must get its script onto that node itself."""
+    store = make_store(deadline_seconds=FAILOVER_TIMEOUT)
+    first = await store.create({"cart": ["sku-1"]}, user="erin")
+    old = cluster.master_of(store.user_key("erin"))
+    with cluster.client(old) as client:
+        client.execute_command("WAIT", "1", "1000")
+
+    cluster.kill(old)
+    during = await store.sessions_of("erin")  # retried until the map is reloaded
+    await asyncio.to_thread(cluster.wait_for_failover, old, FAILOVER_TIMEOUT)
+    await asyncio.to_thread(cluster.restart, old)  # its replica again: writes are taken
+    await asyncio.to_thread(cluster.wait_for_replica, old, FAILOVER_TIMEOUT)
+    second = await store.create({"cart": ["sku-2"]}, user="erin")
+
+    assert during == [first]
+    assert sorted(await store.sessions_of("erin")) == sorted([first, second])
