@@ -18,8 +18,8 @@ SECURE_FLAG   := $(if $(filter 1 yes true,$(SECURE)),--secure)
 # the current master, for clients that cannot ask Sentinel (off by default).
 HAPROXY       ?=
 HAPROXY_FLAG  := $(if $(filter 1 yes true,$(HAPROXY)),--haproxy)
-# `make up-local MODE=cluster`: a Redis Cluster on 7001-7006 instead of Sentinel (DESIGN.md §3a);
-# only Redis until sessionlib has its cluster mode.
+# `make up-local MODE=cluster`, `make demo MODE=cluster`: a Redis Cluster on 7001-7006 instead of
+# Sentinel (DESIGN.md §3a), gateway and cart in Cluster mode.
 MODE          ?=
 MODE_FLAG     := $(if $(MODE),--mode $(MODE))
 # `make up-ha TLS=1`: the compose stack with TLS (deploy/compose/tls.yml); certificates are
@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml
 setup: system-packages $(STAMP) ## create .venv, install the project and Redis when missing
 
 test: setup lint typecheck ## everything CI runs: lint, types, unit, integration, the installed wheel, oldest redis-py
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 tests
 	$(MAKE) --no-print-directory test-min-deps
 
 test-unit: setup ## fast iteration: unit tests only
@@ -68,7 +68,7 @@ $(STAMP_MIN): pyproject.toml
 
 test-min-deps: system-packages $(STAMP_MIN) ## unit and integration tests on the oldest redis-py pyproject allows
 	@mkdir -p .run
-	$(PY_MIN) -m pytest -q -p no:cacheprovider --basetemp=.run/pytest-min-deps tests/unit tests/integration
+	$(PY_MIN) -m pytest -q -p no:cacheprovider --durations=10 --basetemp=.run/pytest-min-deps tests/unit tests/integration
 
 test-compose: setup ## docker-compose.ha.yml for real, plain and TLS: private dockerd, images built here, a failover each
 	bash scripts/ensure-system-packages.sh --with-docker
@@ -92,7 +92,7 @@ dashboard-png: setup ## redraw docs/img/session-store-dashboard.png from a live 
 test-helm: setup ## the Helm chart: strict lint, renders, Kubernetes 1.29/1.33 schemas, pod scripts vs real Redis
 	$(PY) -m pytest -q -p no:cacheprovider tests/helm
 
-bench: setup ## benchmarks vs raw redis-py and starsessions, same run (about 7 min); writes bench/results/latest.json
+bench: setup ## benchmarks vs raw redis-py and starsessions, Cluster vs Sentinel mode, same run (about 9 min); writes bench/results/latest.json
 	$(PY) -m bench
 
 lint: setup ## ruff on everything
@@ -101,10 +101,10 @@ lint: setup ## ruff on everything
 typecheck: setup ## mypy --strict on the library
 	$(VENV)/bin/mypy sessionlib
 
-demo: setup ## the main job: the local HA stack, a login, a cart, a killed master, nothing lost (SECURE=1: TLS + ACL)
-	$(PY) -m deploy.local.demo $(SECURE_FLAG)
+demo: setup ## the main job: the local HA stack, a login, a cart, a killed master, nothing lost (SECURE=1: TLS + ACL; MODE=cluster: Redis Cluster)
+	$(PY) -m deploy.local.demo $(MODE_FLAG) $(SECURE_FLAG)
 
-up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart (+ redis_exporter, Prometheus when installed) on 127.0.0.1 (SECURE=1: TLS + ACL; HAPROXY=1: master endpoint; MODE=cluster: Redis Cluster 7001-7006)
+up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart (+ redis_exporter, Prometheus when installed) on 127.0.0.1 (SECURE=1: TLS + ACL; HAPROXY=1: master endpoint; MODE=cluster: Redis Cluster 7001-7006 + gateway + cart)
 	$(TOPOLOGY) up $(MODE_FLAG) $(SECURE_FLAG) $(HAPROXY_FLAG)
 
 down-local: setup ## stop everything up-local started

@@ -9,6 +9,7 @@ since building one loads the system's CA bundle (tens of milliseconds of a block
 from __future__ import annotations
 
 import ssl
+from collections.abc import Awaitable
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -51,9 +52,21 @@ class DiagnosingConnection(Connection):
         if isinstance(self, SSLConnection):
             _share_context(self.ssl_context)
 
-    async def connect(self, *args: Any, **kwargs: Any) -> None:
+    if hasattr(Connection, "connect_check_health"):
+        # Where redis-py has it, `connect` goes through it and so does the first send on a
+        # connection nobody connected (the Cluster client's nodes never call `connect`).
+
+        async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+            await self._diagnosing(super().connect_check_health(*args, **kwargs))
+
+    else:
+
+        async def connect(self, *args: Any, **kwargs: Any) -> None:
+            await self._diagnosing(super().connect(*args, **kwargs))  # type: ignore[no-untyped-call]
+
+    async def _diagnosing(self, connecting: Awaitable[None]) -> None:
         try:
-            await super().connect(*args, **kwargs)  # type: ignore[no-untyped-call]
+            await connecting
         except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
             refusal = await self._refusal(exc)
             if refusal is None:

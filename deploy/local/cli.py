@@ -48,8 +48,8 @@ that `up` wrote in the run directory.
                            endpoint that always leads to the current master
   --haproxy-port P         SESSIONLIB_LOCAL_HAPROXY_PORT     default {HAPROXY_PORT}
   --mode sentinel|cluster  SESSIONLIB_LOCAL_MODE             default sentinel; cluster: a
-                           Redis Cluster of 3 masters + 3 replicas and nothing else (the
-                           services do not run in Cluster mode yet)
+                           Redis Cluster of 3 masters + 3 replicas, gateway and cart in
+                           Cluster mode (no exporter or Prometheus yet)
   --cluster-ports P,...    SESSIONLIB_LOCAL_CLUSTER_PORTS    default 7001,...,7006
                            (the first three start as masters, the next three replicate them)
   --cluster-bus-ports P,.. SESSIONLIB_LOCAL_CLUSTER_BUS_PORTS  default each port + 10000
@@ -316,24 +316,35 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_cluster(args: argparse.Namespace, cluster: LocalCluster) -> int:
-    """The commands in cluster mode (DESIGN.md §3a): only Redis runs, no services."""
+    """The commands in cluster mode (DESIGN.md §3a): the six nodes, then gateway and cart in
+    Cluster mode, as in Sentinel mode; no exporter or Prometheus yet."""
     if args.command == "up":
-        if args.secure or args.haproxy:
-            raise TopologyError("--secure and --haproxy are not available in cluster mode yet")
+        if args.haproxy:
+            raise TopologyError("--haproxy is not available in cluster mode")
         _refuse_while_running(LocalTopology(args.run_dir))
         spec = ClusterSpec(
-            ports=args.cluster_ports, bus_ports=args.cluster_bus_ports, password=args.password
+            ports=args.cluster_ports,
+            bus_ports=args.cluster_bus_ports,
+            password=args.password,
+            secure=args.secure,
         )
         cluster = LocalCluster(args.run_dir, spec)
         started = time.monotonic()
         cluster.up(timeout=args.timeout)
+        created = time.monotonic() - started
+        if not args.no_services:
+            try:
+                start_services(cluster, ServicePorts(args.gateway_port, args.cart_port))
+            except TopologyError:
+                cluster.down()
+                raise
         _print_table(cluster.status())
-        print(f"\n{cluster.summary()}; created in {time.monotonic() - started:.1f}s")
+        _print_services(cluster)
+        print(f"\n{cluster.summary()}; created in {created:.1f}s")
         print(f"startup nodes {','.join(cluster.startup_nodes)}")
-        print(
-            "only Redis runs: gateway, cart and the exporters do not run in Cluster mode yet "
-            "(sessionlib's Cluster mode has no WAIT durability yet, which their profiles use)"
-        )
+        if cluster.spec.secure:
+            _print_secure_access(cluster)
+        print("redis_exporter and Prometheus do not run in Cluster mode yet")
         down = (
             "make down-local"
             if cluster.run_dir == DEFAULT_RUN_DIR.absolute()
@@ -347,6 +358,7 @@ def _run_cluster(args: argparse.Namespace, cluster: LocalCluster) -> int:
         return 0
     if args.command == "status":
         _print_table(cluster.status())
+        _print_services(cluster)
         print(f"\n{cluster.summary()}")
     elif args.command == "master":
         if args.key is None:
@@ -403,18 +415,21 @@ def _down_command(topology: LocalTopology) -> str:
     return f"{PROG} down --run-dir {topology.run_dir}"
 
 
-def _print_secure_access(topology: LocalTopology) -> None:
-    credentials = topology.credentials
-    assert credentials is not None  # a secure topology has them
+def _print_secure_access(servers: LocalTopology | LocalCluster) -> None:
+    credentials = servers.credentials
+    assert credentials is not None  # a secure topology or cluster has them
     tls = credentials.client_tls
-    port = topology.redis_nodes[0].port
+    if isinstance(servers, LocalCluster):
+        where = f"-c -p {servers.nodes[0].port}"  # -c: follow MOVED to the slot's master
+    else:
+        where = f"-p {servers.redis_nodes[0].port}"
     print(
         "TLS only, mutual, with ACL users admin, sessionlib, replica, sentinel, exporter "
         "(default off)\n"
-        f"passwords: {_shown_path(str(topology.run_dir / 'users.json'))} (mode 0600)\n"
+        f"passwords: {_shown_path(str(servers.run_dir / 'users.json'))} (mode 0600)\n"
         f"connect:   redis-cli --tls --cacert {_shown_path(str(tls.ca_file))} "
         f"--cert {_shown_path(str(tls.cert_file))} --key {_shown_path(str(tls.key_file))} "
-        f"--user sessionlib --askpass -p {port}"
+        f"--user sessionlib --askpass {where}"
     )
 
 
@@ -426,8 +441,8 @@ def _shown_path(path: str) -> str:
         return path
 
 
-def _print_services(topology: LocalTopology) -> None:
-    services = running_services(topology) + running_observability(topology)
+def _print_services(servers: LocalTopology | LocalCluster) -> None:
+    services = running_services(servers) + running_observability(servers)
     if services:
         print()
     width = max([8, *(len(process.name) for process in services)])

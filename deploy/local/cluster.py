@@ -17,7 +17,8 @@ import redis
 from redis.crc import key_slot
 
 from deploy.local import probes
-from deploy.local.configs import cluster_directives, render_redis_conf
+from deploy.local.configs import write_cluster_node_conf
+from deploy.local.credentials import Credentials, private_dir
 from deploy.local.errors import TopologyError
 from deploy.local.process_set import CLI_COMMAND, DEFAULT_RUN_DIR, NodeRef, ProcessSet
 from deploy.local.processes import ManagedProcess, find_binary, liveness
@@ -45,6 +46,10 @@ class ClusterSpec(SavedSpec):
     node_timeout_ms: int = 1000
     min_replicas_to_write: int = 1
     min_replicas_max_lag: int = 10
+    # DESIGN §3b as in the Sentinel topology: TLS only (mutual) on every port, the cluster
+    # bus and replication included, and ACL users with generated passwords instead of
+    # `password` (deploy/local/credentials.py).
+    secure: bool = False
 
     def __post_init__(self) -> None:
         group = 1 + self.replicas_per_master
@@ -64,6 +69,10 @@ class ClusterSpec(SavedSpec):
             raise TopologyError(f"ports must be between 1 and 65535, got {every}")
         if self.password is not None and any(c in self.password for c in " \t\n\"'\\"):
             raise TopologyError("the Redis password must not contain spaces, quotes or \\")
+        if self.secure and self.password is not None:
+            raise TopologyError(
+                "a secure cluster has ACL users with generated passwords; it takes no --password"
+            )
 
     @property
     def cluster_bus_ports(self) -> tuple[int, ...]:
@@ -174,6 +183,7 @@ class LocalCluster(ProcessSet[ClusterSpec]):
     ) -> None:
         super().__init__(run_dir, CLUSTER_STATE_FILE, spec, ClusterSpec)
         self._last_check = ""  # the report of the latest `redis-cli --cluster check`
+        self._credentials: Credentials | None = None
 
     # --- what the cluster is ---------------------------------------------------------------
 
@@ -186,8 +196,43 @@ class LocalCluster(ProcessSet[ClusterSpec]):
         """`host:port` of every node, what a cluster client is given to find the rest."""
         return [node.address for node in self.nodes]
 
-    def login(self) -> probes.Login:
-        return probes.Login(password=self.spec.password)
+    @property
+    def credentials(self) -> Credentials | None:
+        """The CA, certificates and ACL passwords of a secure cluster (None otherwise), as
+        `up` wrote them into the run directory (the same files as the secure topology's)."""
+        if self.spec.secure and self._credentials is None:
+            self._credentials = Credentials.load(self.run_dir)
+        return self._credentials
+
+    def login(self, user: str = "admin") -> probes.Login:
+        """How `user` logs in to the nodes; a plain cluster has users in name only: its
+        password (if any), whoever asks."""
+        credentials = self.credentials
+        if credentials is None:
+            return probes.Login(password=self.spec.password)
+        return probes.Login(credentials.password(user), user, credentials.client_tls)
+
+    def redis_settings(self) -> dict[str, Any]:
+        """sessionlib's `redis` settings for this cluster, as the services get them (the
+        counterpart of LocalTopology.redis_settings): Cluster mode, every node a startup node,
+        and when secure the `sessionlib` user over mutual TLS with host names checked."""
+        settings: dict[str, Any] = {"mode": "cluster", "cluster_nodes": self.startup_nodes}
+        credentials = self.credentials
+        if credentials is None:
+            if self.spec.password:
+                settings["password"] = self.spec.password
+            return settings
+        tls = credentials.client_tls
+        return settings | {
+            "username": "sessionlib",
+            "password": credentials.password("sessionlib"),
+            "tls": {
+                "enabled": True,
+                "ca_file": str(tls.ca_file),
+                "cert_file": str(tls.cert_file),
+                "key_file": str(tls.key_file),
+            },
+        }
 
     def node(self, ref: NodeRef) -> Node:
         """Resolve a Node, a name (`cluster-2`), a port (7002) or `host:port`."""
@@ -212,6 +257,10 @@ class LocalCluster(ProcessSet[ClusterSpec]):
         # Always from empty data and an empty nodes.conf: a node remembering an older cluster
         # would refuse to join this one.
         self._clear_previous_run()
+        if self.spec.secure:
+            # Fresh like the data: a new CA, new certificates and new passwords on every `up`.
+            hosts = tuple(node.host for node in self.nodes)
+            self._credentials = Credentials.create(private_dir(self.run_dir), hosts)
         deadline = time.monotonic() + timeout
         try:
             for node in self.nodes:
@@ -425,10 +474,11 @@ class LocalCluster(ProcessSet[ClusterSpec]):
         if not live:
             return ["no live node to check from"]
         env = dict(os.environ)
-        if self.spec.password:
-            env["REDISCLI_AUTH"] = self.spec.password  # not on the command line, not in ps
+        login = self.login()
+        if login.password:
+            env["REDISCLI_AUTH"] = login.password  # not on the command line, not in ps
         result = subprocess.run(
-            [redis_cli, "--cluster", "check", live[0].address],
+            [redis_cli, *_cli_login_args(login), "--cluster", "check", live[0].address],
             capture_output=True,
             text=True,
             timeout=30,
@@ -491,20 +541,34 @@ class LocalCluster(ProcessSet[ClusterSpec]):
 
     def _node_process(self, node: Node, program: str) -> ManagedProcess:
         directory = self.run_dir / node.name
-        directory.mkdir(parents=True, exist_ok=True)
-        bus = self.spec.cluster_bus_ports[self.nodes.index(node)]
-        text = render_redis_conf(
-            host=node.host,
-            port=node.port,
-            directory=directory,
+        config = write_cluster_node_conf(
+            directory,
+            node,
+            bus_port=self.spec.cluster_bus_ports[self.nodes.index(node)],
+            node_timeout_ms=self.spec.node_timeout_ms,
             password=self.spec.password,
-            replica_of=None,  # the cluster assigns roles, never a replicaof line
             min_replicas_to_write=self.spec.min_replicas_to_write,
             min_replicas_max_lag=self.spec.min_replicas_max_lag,
-        ) + cluster_directives(bus_port=bus, node_timeout_ms=self.spec.node_timeout_ms)
-        config = directory / "redis.conf"
-        config.write_text(text)
+            credentials=self.credentials,
+        )
         return self._process_record(node, [program, str(config)], directory)
+
+
+def _cli_login_args(login: probes.Login) -> list[str]:
+    """redis-cli's options for `login` besides its password (given in REDISCLI_AUTH)."""
+    if login.tls is None:
+        return []
+    return [
+        "--tls",
+        "--cacert",
+        str(login.tls.ca_file),
+        "--cert",
+        str(login.tls.cert_file),
+        "--key",
+        str(login.tls.key_file),
+        "--user",
+        login.username or "default",
+    ]
 
 
 def _role_and_slots(client: redis.Redis) -> tuple[str, str]:

@@ -177,11 +177,7 @@ def write_redis_conf(
     """Render the config of a topology's Redis node into `directory` (its data dir too);
     with `credentials` (secure mode) TLS only and ACL users, in a folder of mode 0700."""
     directory.mkdir(parents=True, exist_ok=True)
-    auth, tls = None, ""
-    if credentials is not None:
-        private_dir(directory)
-        auth = _redis_acl_directives(directory, credentials)
-        tls = tls_directives(node.port, credentials.server_tls)
+    auth, tls = _secure_redis_directives(directory, node, credentials)
     text = (
         render_redis_conf(
             host=node.host,
@@ -197,6 +193,54 @@ def write_redis_conf(
         + tls
     )
     return _write_config(directory / "redis.conf", text, private=credentials is not None)
+
+
+def write_cluster_node_conf(
+    directory: Path,
+    node: Node,
+    *,
+    bus_port: int,
+    node_timeout_ms: int,
+    password: str | None,
+    min_replicas_to_write: int,
+    min_replicas_max_lag: int,
+    credentials: Credentials | None = None,
+) -> Path:
+    """Render the config of a Redis Cluster node (DESIGN §3a) into `directory` (its data dir
+    too): the same template as a Sentinel topology's node, never a replicaof line (the cluster
+    assigns roles), plus the cluster lines; with `credentials` (secure mode, §3b) the same ACL
+    users and TLS lines as there, and the cluster bus over TLS too."""
+    directory.mkdir(parents=True, exist_ok=True)
+    auth, tls = _secure_redis_directives(directory, node, credentials)
+    text = (
+        render_redis_conf(
+            host=node.host,
+            port=node.port,
+            directory=directory,
+            password=password,
+            replica_of=None,
+            min_replicas_to_write=min_replicas_to_write,
+            min_replicas_max_lag=min_replicas_max_lag,
+            auth_directives=auth,
+        )
+        + cluster_directives(
+            bus_port=bus_port, node_timeout_ms=node_timeout_ms, tls=credentials is not None
+        )
+        + tls
+    )
+    return _write_config(directory / "redis.conf", text, private=credentials is not None)
+
+
+def _secure_redis_directives(
+    directory: Path, node: Node, credentials: Credentials | None
+) -> tuple[str | None, str]:
+    """The ACL lines (written users.acl) and TLS lines of a secure Redis node, its folder
+    made private; (None, "") for a plain one."""
+    if credentials is None:
+        return None, ""
+    private_dir(directory)
+    auth = _redis_acl_directives(directory, credentials)
+    return auth, tls_directives(node.port, credentials.server_tls)
 
 
 def write_sentinel_conf(
@@ -241,14 +285,20 @@ def _write_config(path: Path, text: str, *, private: bool) -> Path:
     return path
 
 
-def cluster_directives(*, bus_port: int, node_timeout_ms: int) -> str:
+def cluster_directives(*, bus_port: int, node_timeout_ms: int, tls: bool = False) -> str:
     """What turns a rendered redis.conf into a Redis Cluster node (DESIGN §3a), appended after
     the template like the TLS lines: the node keeps its view of the cluster in nodes.conf
-    beside its data, and gossips on `bus_port` (by default Redis would take port + 10000)."""
-    return (
+    beside its data, and gossips on `bus_port` (by default Redis would take port + 10000);
+    with `tls` the gossip is over TLS, with the certificates of `tls_directives`."""
+    lines = (
         "\n# --- Redis Cluster (cluster mode) ---\n"
         "cluster-enabled yes\n"
         "cluster-config-file nodes.conf\n"
         f"cluster-port {bus_port}\n"
         f"cluster-node-timeout {node_timeout_ms}\n"
+        # A shard lost whole (master and replicas) takes only its own slots' sessions down:
+        # with the default `yes` every node would refuse every key (CLUSTERDOWN) until it is
+        # back. A minority partition still refuses writes (tests/chaos/test_cluster_*.py).
+        "cluster-require-full-coverage no\n"
     )
+    return lines + "tls-cluster yes\n" if tls else lines

@@ -1,7 +1,8 @@
 """`make demo`: the kit end to end on the local topology, narrated step by step.
 
 Logs in at the gateway, fills a cart through it, reads it from the cart service with the
-propagated id, kills the Redis master under load and shows that nothing acknowledged is lost.
+propagated id, kills the Redis master under load (in Cluster mode the master of the session's
+slot) and shows that nothing acknowledged is lost and the old master rejoins as a replica.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import os
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,11 +24,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from deploy.local.cluster import ClusterSpec, LocalCluster, slot_of
 from deploy.local.errors import TopologyError
 from deploy.local.processes import liveness
+from deploy.local.serve import read_env_file
 from deploy.local.spec import TopologySpec
 from deploy.local.stack import ServicePorts, running_services, service_url, start_services
 from deploy.local.topology import CLI_COMMAND, DEFAULT_RUN_DIR, LocalTopology
+from sessionlib.config import env_variable
 
 USER = "alice"
 LOAD_WRITERS = 2
@@ -147,35 +152,202 @@ def _metric_totals(text: str, names: Sequence[str]) -> dict[str, float]:
     return totals
 
 
-def _ensure_stack(topology: LocalTopology, ports: ServicePorts) -> str:
-    """Reuse a running stack in the run directory, or start one; returns what happened."""
-    nodes_alive = topology.processes and all(
-        liveness(p) == "alive" for p in topology.processes if p.kind in ("redis", "sentinel")
-    )
-    running_secure = LocalTopology(topology.run_dir).spec.secure
-    if nodes_alive and running_secure != topology.spec.secure:
-        raise TopologyError(
-            f"a {'secure' if running_secure else 'plain'} topology already runs in "
-            f"{topology.run_dir}; stop it first (make down-local) to run the demo "
-            f"{'with' if topology.spec.secure else 'without'} SECURE=1"
+class DemoStack(ABC):
+    """What the demo needs from the Redis side: the Sentinel topology or the Redis Cluster,
+    started with the services on top, and which master holds the session and how it fails
+    over. The story in `run_demo` is the same for both."""
+
+    servers: LocalTopology | LocalCluster
+    title: str  # "the local HA stack"
+    node_summary: str  # "3 Redis nodes, 3 sentinels"
+    # (metric, what it counts) read from both services at the end.
+    metrics: tuple[tuple[str, str], ...]
+
+    @property
+    @abstractmethod
+    def writes_wait_for_rejoin(self) -> bool:
+        """Whether the promoted master refuses writes until the old one rejoins as its
+        replica, so the demo brings that one back before it expects writes to land."""
+
+    @abstractmethod
+    def other_mode(self) -> LocalTopology | LocalCluster:
+        """The other mode in the same run directory: both use the service ports and `down`."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line on the running Redis side."""
+
+    @abstractmethod
+    def master_of_session(self, session_id: str) -> tuple[str, str]:
+        """`host:port` of the master holding the session, and the title of the step that
+        kills it."""
+
+    @abstractmethod
+    def fail_over(self, old: str) -> tuple[str, str]:
+        """SIGKILL `old` and wait until its replica is promoted: the new master's `host:port`
+        and who promoted it."""
+
+    @abstractmethod
+    def rejoin(self, old: str) -> str:
+        """Restart `old` and wait until it replicates the master of its data; returns that."""
+
+    @abstractmethod
+    def explore(self) -> str:
+        """Lines for the "Explore" section on how to look at this mode."""
+
+    @abstractmethod
+    def redis_cli_target(self) -> str:
+        """redis-cli's options that reach this mode's first node."""
+
+    def ensure(self, ports: ServicePorts) -> str:
+        """Reuse a running stack in the run directory, or start one; returns what happened."""
+        servers = self.servers
+        other = self.other_mode()
+        if other.is_running():
+            raise TopologyError(
+                f"{other.running_name} already runs from {servers.run_dir}; stop it first "
+                "(make down-local) to run this demo"
+            )
+        nodes_alive = servers.processes and all(
+            liveness(p) == "alive" for p in servers.processes if p.kind in ("redis", "sentinel")
         )
-    if not nodes_alive:
-        topology.up()
-        start_services(topology, ports)
-        return "started 3 Redis nodes, 3 sentinels, cart and gateway"
-    if not running_services(topology):
-        start_services(topology, ports)
-        return "reused the running topology, started cart and gateway"
-    return "reused the running stack"
+        running_secure = type(servers)(servers.run_dir).spec.secure
+        if nodes_alive and running_secure != servers.spec.secure:
+            raise TopologyError(
+                f"a {'secure' if running_secure else 'plain'} stack already runs in "
+                f"{servers.run_dir}; stop it first (make down-local) to run the demo "
+                f"{'with' if servers.spec.secure else 'without'} SECURE=1"
+            )
+        if not nodes_alive:
+            servers.up()
+            start_services(servers, ports)
+            return f"started {self.node_summary}, cart and gateway"
+        if not running_services(servers):
+            start_services(servers, ports)
+            return f"reused the running {self.node_summary}, started cart and gateway"
+        return "reused the running stack"
+
+    def durability(self) -> str:
+        """The services' durability setting, as they were started with it."""
+        env = read_env_file(self.servers.run_dir / "services.env")
+        replicas = int(env.get(env_variable("session.durability.replicas"), "0"))
+        if not replicas:
+            return "durability: no WAIT after a write"
+        shortfall = env.get(env_variable("session.durability.on_shortfall"), "")
+        return f"durability: each write WAITs for {replicas} replica(s), on shortfall {shortfall}"
 
 
-async def run_demo(topology: LocalTopology, ports: ServicePorts, console: Console) -> Narrator:
+class SentinelDemo(DemoStack):
+    """1 master, 2 replicas, 3 sentinels (DESIGN §3)."""
+
+    title = "the local HA stack"
+    node_summary = "3 Redis nodes, 3 sentinels"
+    metrics = (
+        ("sessionlib_failovers_total", "failovers"),
+        ("sessionlib_store_retries_total", "retries"),
+        ("sessionlib_durability_shortfall_total", "shortfalls"),
+    )
+
+    def __init__(self, topology: LocalTopology) -> None:
+        self.servers = self.topology = topology
+
+    @property
+    def writes_wait_for_rejoin(self) -> bool:
+        return False  # the promoted master keeps the other replica
+
+    def other_mode(self) -> LocalCluster:
+        return LocalCluster(self.topology.run_dir)
+
+    def describe(self) -> str:
+        return f"master {self.topology.master_address()}, sentinels agree (quorum 2)"
+
+    def master_of_session(self, session_id: str) -> tuple[str, str]:
+        master = self.topology.master_address()
+        return master, f"Kill the Redis master {master} (SIGKILL) under load"
+
+    def fail_over(self, old: str) -> tuple[str, str]:
+        self.topology.kill(old)
+        return self.topology.wait_for_failover(old), "Sentinel"
+
+    def rejoin(self, old: str) -> str:
+        self.topology.restart(old)
+        self.topology.wait_for_replica(old, 60.0)
+        return self.topology.master_address()
+
+    def explore(self) -> str:
+        return (
+            f"  .venv/bin/{CLI_COMMAND} status   # who is master now\n"
+            "  Prometheus (when installed): http://127.0.0.1:9090\n"
+        )
+
+    def redis_cli_target(self) -> str:
+        return f"-p {self.topology.redis_nodes[0].port}"
+
+
+class ClusterDemo(DemoStack):
+    """3 masters with a replica each (DESIGN §3a)."""
+
+    title = "the local HA stack (Redis Cluster)"
+    node_summary = "6 Redis nodes (3 masters, 3 replicas)"
+    metrics = (
+        ("sessionlib_cluster_topology_refreshes_total", "slot map reloads"),
+        ("sessionlib_store_retries_total", "retries"),
+        ("sessionlib_durability_shortfall_total", "shortfalls"),
+    )
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.servers = self.cluster = cluster
+
+    @property
+    def writes_wait_for_rejoin(self) -> bool:
+        # min-replicas-to-write: a promoted master with no replica left refuses writes.
+        spec = self.cluster.spec
+        return spec.min_replicas_to_write >= spec.replicas_per_master
+
+    def other_mode(self) -> LocalTopology:
+        return LocalTopology(self.cluster.run_dir)
+
+    def describe(self) -> str:
+        return self.cluster.summary()
+
+    def master_of_session(self, session_id: str) -> tuple[str, str]:
+        slot = session_slot(session_id)
+        master = self.cluster.master_of(slot).address
+        title = f"Kill {master}, the master of the session's slot {slot} (SIGKILL) under load"
+        return master, title
+
+    def fail_over(self, old: str) -> tuple[str, str]:
+        self.cluster.kill(old)
+        return self.cluster.wait_for_failover(old).address, "the cluster"
+
+    def rejoin(self, old: str) -> str:
+        self.cluster.restart(old)
+        return self.cluster.wait_for_replica(old, 60.0).address
+
+    def explore(self) -> str:
+        return (
+            f"  .venv/bin/{CLI_COMMAND} status   # each node's role and slots\n"
+            f"  .venv/bin/{CLI_COMMAND} master 'sessionlib:s:{{<id>}}'   # who serves a session\n"
+        )
+
+    def redis_cli_target(self) -> str:
+        return f"-c -p {self.cluster.nodes[0].port}"
+
+
+def session_slot(session_id: str) -> int:
+    """The Cluster slot of a session's key `{prefix}:s:{<raw id>}` (DESIGN §2): its hash tag
+    is the raw id, the client's id without a signature."""
+    return slot_of("{" + session_id.partition(".")[0] + "}")
+
+
+async def run_demo(stack: DemoStack, ports: ServicePorts, console: Console) -> Narrator:
     narrator = Narrator(console)
     gateway, cart = service_url(ports, "gateway"), service_url(ports, "cart")
-    secure = topology.spec.secure
-    with narrator.step("Start the local HA stack" + (" (TLS + ACL)" if secure else "")) as out:
-        out.append(await asyncio.to_thread(_ensure_stack, topology, ports))
-        out.append(f"master {topology.master_address()}, sentinels agree (quorum 2)")
+    secure = stack.servers.spec.secure
+    with narrator.step(f"Start {stack.title}" + (" (TLS + ACL)" if secure else "")) as out:
+        out.append(await asyncio.to_thread(stack.ensure, ports))
+        out.append(await asyncio.to_thread(stack.describe))
+        out.append(stack.durability())
         if secure:
             out.append(
                 "TLS only (mutual) on every port and link; services log in as ACL user "
@@ -217,13 +389,19 @@ async def run_demo(topology: LocalTopology, ports: ServicePorts, console: Consol
         ] + [asyncio.create_task(_reader(load, client, cart, session_id))]
         try:
             await asyncio.sleep(1.5)
-            old_master = topology.master_address()
-            with narrator.step(f"Kill the Redis master {old_master} (SIGKILL) under load") as out:
+            old_master, kill_title = await asyncio.to_thread(stack.master_of_session, session_id)
+            with narrator.step(kill_title) as out:
                 fault = time.monotonic()
-                await asyncio.to_thread(topology.kill, "master")
-                new_master = await asyncio.to_thread(topology.wait_for_failover, old_master)
+                new_master, promoter = await asyncio.to_thread(stack.fail_over, old_master)
                 promoted = time.monotonic() - fault
-                out.append(f"Sentinel promoted {new_master} in {promoted:.1f}s")
+                out.append(f"{promoter} promoted {new_master} in {promoted:.1f}s")
+                if stack.writes_wait_for_rejoin:
+                    out.append(
+                        f"{new_master} has no replica left, so it refuses writes "
+                        "(min-replicas-to-write) until the old master is back"
+                    )
+            if stack.writes_wait_for_rejoin:
+                await _rejoin(narrator, stack, old_master)
             with narrator.step("Keep serving on the new master") as out:
                 await asyncio.sleep(3.0)
                 outage = load.outage_after(fault)
@@ -252,27 +430,25 @@ async def run_demo(topology: LocalTopology, ports: ServicePorts, console: Consol
                 f"failed requests: {dict(failed) or 'none'}"
             )
 
-        with narrator.step(f"Restart {old_master}: it rejoins as a replica") as out:
-            await asyncio.to_thread(topology.restart, old_master)
-            await asyncio.to_thread(topology.wait_for_replica, old_master, 60.0)
-            out.append(f"{old_master} replicates from {topology.master_address()}")
+        if not stack.writes_wait_for_rejoin:
+            await _rejoin(narrator, stack, old_master)
 
         with narrator.step("Read the key metrics from both services") as out:
-            names = (
-                "sessionlib_failovers_total",
-                "sessionlib_store_retries_total",
-                "sessionlib_durability_shortfall_total",
-            )
+            names = [name for name, _ in stack.metrics]
             for service, url in (("gateway", gateway), ("cart", cart)):
                 text = _expect(await client.get(f"{url}/metrics"), 200, "GET /metrics").text
                 totals = _metric_totals(text, names)
-                out.append(
-                    f"{service}: failovers {totals[names[0]]:.0f}, "
-                    f"retries {totals[names[1]]:.0f}, shortfalls {totals[names[2]]:.0f}"
-                )
+                counts = (f"{what} {totals[name]:.0f}" for name, what in stack.metrics)
+                out.append(f"{service}: {', '.join(counts)}")
             longest = max(r.finished - r.started for r in load.requests)
             out.append(f"longest request during the failover: {longest:.1f}s")
     return narrator
+
+
+async def _rejoin(narrator: Narrator, stack: DemoStack, old_master: str) -> None:
+    with narrator.step(f"Restart {old_master}: it rejoins as a replica") as out:
+        master = await asyncio.to_thread(stack.rejoin, old_master)
+        out.append(f"{old_master} replicates from {master}")
 
 
 def _summary(narrator: Narrator) -> Table:
@@ -285,12 +461,13 @@ def _summary(narrator: Narrator) -> Table:
     return table
 
 
-def _explore(console: Console, ports: ServicePorts, topology: LocalTopology) -> None:
+def _explore(console: Console, ports: ServicePorts, stack: DemoStack) -> None:
     gateway, cart = service_url(ports, "gateway"), service_url(ports, "cart")
+    run_dir = stack.servers.run_dir
     stop = (
         "make down-local"
-        if topology.run_dir == DEFAULT_RUN_DIR.absolute()
-        else f"{CLI_COMMAND} down --run-dir {topology.run_dir}"
+        if run_dir == DEFAULT_RUN_DIR.absolute()
+        else f"{CLI_COMMAND} down --run-dir {run_dir}"
     )
     console.print(
         "\n[bold]Explore[/]\n"
@@ -298,25 +475,28 @@ def _explore(console: Console, ports: ServicePorts, topology: LocalTopology) -> 
         f'-d \'{{"username":"bob","password":"demo"}}\'\n'
         f"  curl -s {cart}/cart -H 'X-Session-Id: <id from the login>'\n"
         f"  curl -s {gateway}/metrics | grep ^sessionlib_\n"
-        f"  .venv/bin/{CLI_COMMAND} status   # who is master now\n"
-        "  Prometheus (when installed): http://127.0.0.1:9090\n"
-        + _secure_access(topology)
+        + stack.explore()
+        + _secure_access(stack)
         + f"[bold]Stop everything:[/] {stop}",
         soft_wrap=True,
     )
 
 
-def _secure_access(topology: LocalTopology) -> str:
-    """How to reach a secure topology with redis-cli; nothing for a plain one."""
-    credentials = topology.credentials
+def _secure_access(stack: DemoStack) -> str:
+    """How to reach a secure stack with redis-cli; nothing for a plain one."""
+    credentials = stack.servers.credentials
     if credentials is None:
         return ""
     tls = credentials.client_tls
     return (
         f"  redis-cli --tls --cacert {tls.ca_file} --cert {tls.cert_file} "
-        f"--key {tls.key_file} --user sessionlib --askpass -p {topology.redis_nodes[0].port}\n"
-        f"    (passwords of the ACL users in {topology.run_dir / 'users.json'})\n"
+        f"--key {tls.key_file} --user sessionlib --askpass {stack.redis_cli_target()}\n"
+        f"    (passwords of the ACL users in {stack.servers.run_dir / 'users.json'})\n"
     )
+
+
+def _ports(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(",") if p.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -326,8 +506,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         default=Path(os.environ.get("SESSIONLIB_LOCAL_RUN_DIR", DEFAULT_RUN_DIR)),
     )
+    parser.add_argument(
+        "--mode",
+        choices=["sentinel", "cluster"],
+        default=os.environ.get("SESSIONLIB_LOCAL_MODE") or "sentinel",
+        help="Sentinel topology or Redis Cluster (DESIGN.md §3a) (default: %(default)s)",
+    )
     parser.add_argument("--redis-ports", default="6380,6381,6382")
     parser.add_argument("--sentinel-ports", default="26380,26381,26382")
+    parser.add_argument("--cluster-ports", default="7001,7002,7003,7004,7005,7006")
+    parser.add_argument(
+        "--cluster-bus-ports", default="", help="default: each cluster port + 10000"
+    )
     parser.add_argument("--gateway-port", type=int, default=8080)
     parser.add_argument("--cart-port", type=int, default=8081)
     parser.add_argument(
@@ -337,25 +527,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     console = Console(highlight=False, width=max(100, Console().width))
-    spec = TopologySpec(
-        redis_ports=tuple(int(p) for p in args.redis_ports.split(",")),
-        sentinel_ports=tuple(int(p) for p in args.sentinel_ports.split(",")),
-        secure=args.secure,
-    )
-    topology = LocalTopology(args.run_dir, spec)
-    ports = ServicePorts(args.gateway_port, args.cart_port)
-    console.rule("[bold]sessionlib: highly available sessions, demo")
     try:
-        narrator = asyncio.run(run_demo(topology, ports, console))
+        stack = _stack(args)
+    except TopologyError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 1
+    ports = ServicePorts(args.gateway_port, args.cart_port)
+    in_cluster = " (Redis Cluster)" if isinstance(stack, ClusterDemo) else ""
+    console.rule(f"[bold]sessionlib: highly available sessions, demo{in_cluster}")
+    try:
+        narrator = asyncio.run(run_demo(stack, ports, console))
     except (DemoFailed, TopologyError, httpx.HTTPError):
         console.print(
-            f"[red]The demo failed.[/] Logs: {topology.run_dir / 'logs'}; "
+            f"[red]The demo failed.[/] Logs: {stack.servers.run_dir / 'logs'}; "
             "stop with `make down-local`."
         )
         return 1
     console.print(_summary(narrator))
-    _explore(console, ports, topology)
+    _explore(console, ports, stack)
     return 0
+
+
+def _stack(args: argparse.Namespace) -> DemoStack:
+    if args.mode == "cluster":
+        spec = ClusterSpec(
+            ports=_ports(args.cluster_ports),
+            bus_ports=_ports(args.cluster_bus_ports),
+            secure=args.secure,
+        )
+        return ClusterDemo(LocalCluster(args.run_dir, spec))
+    topology_spec = TopologySpec(
+        redis_ports=_ports(args.redis_ports),
+        sentinel_ports=_ports(args.sentinel_ports),
+        secure=args.secure,
+    )
+    return SentinelDemo(LocalTopology(args.run_dir, topology_spec))
 
 
 if __name__ == "__main__":

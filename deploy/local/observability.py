@@ -15,7 +15,7 @@ from deploy.local.credentials import write_private
 from deploy.local.errors import PortInUse
 from deploy.local.processes import ManagedProcess, port_in_use
 from deploy.local.spec import Node
-from deploy.local.stack import ServicePorts, wait_until_answering
+from deploy.local.stack import ServiceHost, ServicePorts, wait_until_answering
 from deploy.local.topology import LocalTopology
 
 log = logging.getLogger("deploy.local")
@@ -201,5 +201,5 @@ def _start_prometheus(
     return process
 
 
-def running_observability(topology: LocalTopology) -> list[ManagedProcess]:
-    return [p for p in topology.processes if p.kind == "observability"]
+def running_observability(host: ServiceHost) -> list[ManagedProcess]:
+    return [p for p in host.processes if p.kind == "observability"]

@@ -1,6 +1,5 @@
-"""The local stack: the Sentinel topology plus the gateway and cart services on top of it.
-
-Services are recorded in the topology's state file like its nodes, so `down` stops them.
+"""The local stack: the gateway and cart services on top of the Sentinel topology or the Redis
+Cluster. Services are recorded in the same state file as the nodes, so `down` stops them.
 """
 
 from __future__ import annotations
@@ -10,14 +9,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from deploy.local.errors import NotReady, PortInUse
 from deploy.local.processes import ManagedProcess, liveness, log_tail, port_in_use
 from deploy.local.serve import write_env_file
-from deploy.local.topology import LocalTopology
 from sessionlib.config import env_variable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +34,21 @@ class ServicePorts:
         return int(getattr(self, service))
 
 
+class ServiceHost(Protocol):
+    """What the services run on: the Sentinel topology (LocalTopology) or the Redis Cluster
+    (LocalCluster), each of which records processes and says how sessionlib reaches it."""
+
+    @property
+    def run_dir(self) -> Path: ...
+
+    @property
+    def processes(self) -> list[ManagedProcess]: ...
+
+    def start_process(self, process: ManagedProcess) -> None: ...
+
+    def redis_settings(self) -> dict[str, Any]: ...
+
+
 def settings_environment(path: str, settings: dict[str, Any]) -> dict[str, str]:
     """Nested sessionlib settings under `path` as the SESSIONLIB_* variables that set them
     (lists as JSON, booleans as true/false)."""
@@ -52,16 +65,20 @@ def settings_environment(path: str, settings: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def service_environment(topology: LocalTopology, ports: ServicePorts) -> dict[str, str]:
-    """What both services are configured with: the dev profile on this topology (in secure
-    mode as the `sessionlib` user over mutual TLS), with durability on (WAIT for one
-    replica, refuse the write otherwise)."""
+def session_settings() -> dict[str, Any]:
+    """The services' session settings on top of the dev profile, the same in both modes:
+    durability on (WAIT for one replica, refuse the write otherwise)."""
+    return {"durability": {"replicas": 1, "on_shortfall": "fail"}}
+
+
+def service_environment(host: ServiceHost, ports: ServicePorts) -> dict[str, str]:
+    """What both services are configured with: the dev profile on this topology or cluster
+    (in secure mode as the `sessionlib` user over mutual TLS) and `session_settings`."""
     return {
         "PYTHONUNBUFFERED": "1",
         "SESSIONLIB_PROFILE": "dev",
-        **settings_environment("redis", topology.redis_settings()),
-        "SESSIONLIB_SESSION__DURABILITY__REPLICAS": "1",
-        "SESSIONLIB_SESSION__DURABILITY__ON_SHORTFALL": "fail",
+        **settings_environment("redis", host.redis_settings()),
+        **settings_environment("session", session_settings()),
         "GATEWAY_CART_URL": f"http://127.0.0.1:{ports.cart}",
     }
 
@@ -71,7 +88,7 @@ def service_url(ports: ServicePorts, service: str) -> str:
 
 
 def start_services(
-    topology: LocalTopology, ports: ServicePorts, timeout: float = 30.0
+    host: ServiceHost, ports: ServicePorts, timeout: float = 30.0
 ) -> list[ManagedProcess]:
     """Start cart and gateway under uvicorn and wait until both answer `/readyz`."""
     for service in SERVICE_ORDER:
@@ -80,8 +97,8 @@ def start_services(
                 f"port {ports.of(service)} ({service}) is already in use; stop what holds it "
                 "or choose other ports (--gateway-port/--cart-port)"
             )
-    env_file = topology.run_dir / "services.env"
-    write_env_file(env_file, service_environment(topology, ports))
+    env_file = host.run_dir / "services.env"
+    write_env_file(env_file, service_environment(host, ports))
     started = []
     for service in SERVICE_ORDER:
         process = ManagedProcess(
@@ -98,10 +115,10 @@ def start_services(
                 str(env_file),
             ],
             port=ports.of(service),
-            log=str(topology.run_dir / "logs" / f"{service}.log"),
+            log=str(host.run_dir / "logs" / f"{service}.log"),
             cwd=str(REPO),
         )
-        topology.start_process(process)
+        host.start_process(process)
         started.append(process)
     deadline = time.monotonic() + timeout
     for process in started:
@@ -128,5 +145,5 @@ def wait_until_answering(process: ManagedProcess, path: str, deadline: float) ->
     raise NotReady(f"{process.name} not answering 200 at {url}: {last}; log: {process.log}")
 
 
-def running_services(topology: LocalTopology) -> list[ManagedProcess]:
-    return [p for p in topology.processes if p.kind == "service"]
+def running_services(host: ServiceHost) -> list[ManagedProcess]:
+    return [p for p in host.processes if p.kind == "service"]

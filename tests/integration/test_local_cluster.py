@@ -164,7 +164,7 @@ def test_cli_up_in_cluster_mode_starts_only_redis_and_status_master_kill_down_wo
     try:
         up = run_topology_cli(
             "up", "--mode", "cluster", "--cluster-ports", node_ports,
-            "--cluster-bus-ports", bus_ports, *run_dir,
+            "--cluster-bus-ports", bus_ports, "--no-services", *run_dir,
         )  # fmt: skip
         status = run_topology_cli("status", *run_dir)
         master = run_topology_cli("master", "16383", *run_dir)
@@ -176,7 +176,7 @@ def test_cli_up_in_cluster_mode_starts_only_redis_and_status_master_kill_down_wo
 
     assert up.returncode == 0, up.stderr
     assert "cluster_state:ok, 16384/16384 slots ok" in up.stdout
-    assert "gateway, cart and the exporters do not run in Cluster mode yet" in up.stdout
+    assert "redis_exporter and Prometheus do not run in Cluster mode yet" in up.stdout
     assert "gateway" not in status.stdout
     assert status.stdout.count(" alive ") == 6
     assert status.stdout.count(" master ") == 3

@@ -21,11 +21,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from deploy.local import probes
-from deploy.local.processes import liveness
 from deploy.local.spec import Node
 from deploy.local.topology import LocalTopology
 from sessionlib.config import load_settings
 from sessionlib.store import SessionStore
+from tests.support import acl
 from tests.support.observers import RecordingObserver
 
 pytestmark = pytest.mark.integration
@@ -56,24 +56,12 @@ def stranger(node: Node, **kwargs: Any) -> redis.Redis:
 
 
 def reset_acl_logs(topology: LocalTopology) -> None:
-    for node in all_nodes(topology):
-        with topology.client(node) as admin:
-            admin.execute_command("ACL", "LOG", "RESET")
+    acl.reset_acl_logs(topology, all_nodes(topology))
 
 
 def acl_denials(topology: LocalTopology) -> dict[str, list[str]]:
     """`user: command or key` of every refusal each running node logged, by node name."""
-    running = {p.name for p in topology.processes if liveness(p) == "alive"}
-    found = {}
-    for node in all_nodes(topology):
-        if node.name not in running:
-            continue
-        with topology.client(node) as admin:
-            entries = admin.execute_command("ACL", "LOG")
-        refusals = [dict(zip(e[::2], e[1::2], strict=True)) for e in entries]
-        if refusals:
-            found[node.name] = [f"{r['username']}: {r['object']}" for r in refusals]
-    return found
+    return acl.acl_denials(topology, all_nodes(topology))
 
 
 def secure_store(topology: LocalTopology, observer=None, **session: Any) -> SessionStore:
