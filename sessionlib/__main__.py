@@ -18,7 +18,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     doctor = commands.add_parser(
         "doctor",
         help="print the resolved settings (secrets redacted) with their sources, and check "
-        "sentinels, master, replicas, WAIT durability, TLS and ACL rights; exit 1 on a problem",
+        "sentinels or cluster nodes (state, slots, agreement), masters, replicas, WAIT "
+        "durability, TLS, ACL rights and scripts; exit 1 on a problem",
     )
     doctor.add_argument("--profile", help="as load_settings(profile=...); else SESSIONLIB_PROFILE")
     doctor.add_argument(
