@@ -1,4 +1,4 @@
-"""The Jepsen-style checker: reads every session back from the healed topology's master and
+"""The Jepsen-style checker: reads every session back from the healed topology's master(s) and
 judges the run's records: lost acknowledged writes, write outage per fault, errors, reads."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import itertools
 import json
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from deploy.local.topology import LocalTopology
+import redis
+
 from tests.chaos.harness import COUNTER, marker
 from tests.chaos.records import Mark, Operation, RunRecord
 
@@ -24,13 +25,15 @@ class StoredCounters:
     markers: frozenset[str]  # the `w<k>` attributes present
 
 
-def read_back(topology: LocalTopology, keys: Mapping[str, str]) -> dict[str, StoredCounters]:
-    """Every session as the current master holds it."""
-    with topology.client(topology.master_address()) as client:
-        pipe = client.pipeline(transaction=False)
-        for key in keys.values():
-            pipe.hgetall(key)
-        hashes = pipe.execute()
+def read_back(
+    client: redis.Redis | redis.RedisCluster, keys: Mapping[str, str]
+) -> dict[str, StoredCounters]:
+    """Every session as the master that owns it holds it: `client` talks to the master (a
+    Sentinel topology) or is a cluster client (one pipeline per node); decoded replies."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys.values():
+        pipe.hgetall(key)
+    hashes = pipe.execute()
     return {
         session: StoredCounters(
             counter=int(json.loads(fields.get(COUNTER, "0"))),
@@ -85,8 +88,14 @@ class Verdict:
         return self.reads_ok / self.reads if self.reads else 1.0
 
 
-def check(record: RunRecord, stored: Mapping[str, StoredCounters]) -> Verdict:
-    """Judge a finished run against what Redis holds once the topology has healed."""
+def check(
+    record: RunRecord,
+    stored: Mapping[str, StoredCounters],
+    affected: Collection[str] | None = None,
+) -> Verdict:
+    """Judge a finished run against what Redis holds once the topology has healed. With
+    `affected` (the sessions a fault can reach, e.g. one Cluster shard's) the windows of
+    outage are measured on those sessions' operations alone."""
     writes, reads = record.of_kind("write"), record.of_kind("read")
     acked = [w for w in writes if w.ok]
     attempted: dict[str, set[str]] = defaultdict(set)
@@ -100,9 +109,10 @@ def check(record: RunRecord, stored: Mapping[str, StoredCounters]) -> Verdict:
         or (held.counter and marker(held.counter) not in attempted[session])
     ]
     faults = record.marks_of("fault")
-    end = record.now()
+    # The load's end: what follows it (healing, reading back) is no outage.
+    end = max((op.finished for op in record.operations), default=record.now())
     windows = [
-        _window(record, fault, faults[i + 1].time if i + 1 < len(faults) else end)
+        _window(record, fault, faults[i + 1].time if i + 1 < len(faults) else end, affected)
         for i, fault in enumerate(faults)
     ]
     errors: dict[str, Counter[str]] = defaultdict(Counter)
@@ -125,29 +135,30 @@ def check(record: RunRecord, stored: Mapping[str, StoredCounters]) -> Verdict:
     )
 
 
-def _window(record: RunRecord, fault: Mark, until: float) -> FaultWindow:
-    writes = [w for w in record.of_kind("write") if fault.time < w.finished <= until]
+def _window(
+    record: RunRecord, fault: Mark, until: float, affected: Collection[str] | None
+) -> FaultWindow:
+    def reached(op: Operation) -> bool:
+        return affected is None or op.session in affected
+
+    writes = [w for w in record.of_kind("write") if fault.time < w.finished <= until and reached(w)]
     acks = sorted(w.finished for w in writes if w.ok)
-    points = [fault.time, *acks]
-    start, end = max(
-        itertools.pairwise(points), key=lambda p: p[1] - p[0], default=(fault.time, until)
-    )
+    # Up to `until` too: writes that never came back are down until the next fault or the
+    # end of the load.
+    points = [fault.time, *acks, until]
+    start, end = max(itertools.pairwise(points), key=lambda p: p[1] - p[0])
     failures = sorted(w.finished for w in writes if not w.ok)
     error_window = None
     if failures:
         recovered = [t for t in acks if t > failures[0]]
         error_window = (recovered[0] if recovered else until) - failures[0]
-    switches = [
-        m.time
-        for m in record.marks_of("sentinel", "+switch-master")
-        if fault.time < m.time <= until
-    ]
+    switches = [m.time for m in record.switches() if fault.time < m.time <= until]
     switch = switches[0] if switches else None
     first_write = next((t - switch for t in acks if t > switch), None) if switch else None
     failed_after_switch = sum(
         not w.ok and switch is not None and w.started > switch for w in writes
     )
-    reads = [r for r in record.of_kind("read") if start <= r.started <= end]
+    reads = [r for r in record.of_kind("read") if start <= r.started <= end and reached(r)]
     answered = [r for r in reads if r.ok and r.finished <= end]
     return FaultWindow(
         fault=fault,

@@ -95,7 +95,7 @@ class LoadGenerator:
             if not result.written:
                 error = "SessionGone"
         except Exception as exc:  # every failure is data here, sorted by type
-            error = type(exc).__name__
+            error = self.record.note_error("write", exc)
         self.record.operations.append(
             Operation("write", session_id, value, started, self.record.now(), error)
         )
@@ -110,7 +110,7 @@ class LoadGenerator:
             else:
                 value, stale = loaded.attributes.get(COUNTER), loaded.stale
         except Exception as exc:
-            error = type(exc).__name__
+            error = self.record.note_error("read", exc)
         self.record.operations.append(
             Operation("read", session_id, value, started, self.record.now(), error, stale)
         )

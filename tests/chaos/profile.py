@@ -22,6 +22,15 @@ class ChaosProfile:
     # The same kills with TLS and ACL users (DESIGN §3b): the secure topology recovers alike.
     kill_repeats_secure: int
     hold_seconds: float
+    # Cluster mode (tests/chaos/test_cluster_*.py): kills of one slot's master, and whether the
+    # scenarios also run with durability off (they run with it on whenever sessionlib has WAIT
+    # in Cluster mode; before that, off only).
+    cluster_kill_repeats: int
+    cluster_durability_off_too: bool
+    # Live resharding: slots moved together, and how long each batch stays half-migrated
+    # (keys moved, slots still MIGRATING) so that clients meet ASK on reads and writes.
+    reshard_batch_slots: int
+    reshard_ask_seconds: float
 
 
 PROFILES = {
@@ -36,6 +45,10 @@ PROFILES = {
         kill_repeats_without_durability=1,
         kill_repeats_secure=1,
         hold_seconds=3.0,
+        cluster_kill_repeats=2,
+        cluster_durability_off_too=False,
+        reshard_batch_slots=8,
+        reshard_ask_seconds=0.5,
     ),
     "full": ChaosProfile(
         name="full",
@@ -48,6 +61,10 @@ PROFILES = {
         kill_repeats_without_durability=5,
         kill_repeats_secure=3,
         hold_seconds=5.0,
+        cluster_kill_repeats=5,
+        cluster_durability_off_too=True,
+        reshard_batch_slots=4,
+        reshard_ask_seconds=1.0,
     ),
 }
 

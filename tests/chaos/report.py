@@ -42,17 +42,6 @@ def _lost_shortly_before_a_fault(verdict: Verdict, record: RunRecord, seconds: f
     return sum(any(0 <= f - w.finished <= seconds for f in faults) for w in verdict.lost)
 
 
-def _sentinel_story(record: RunRecord, echo_seconds: float = 5.0) -> list[str]:
-    """What the sentinels announced, each announcement once (all of them repeat it)."""
-    told: dict[str, float] = {}
-    story = []
-    for mark in record.marks_of("sentinel"):
-        if mark.time - told.get(mark.label, -echo_seconds) >= echo_seconds:
-            story.append(f"{mark.time:.3f}s {mark.label}")
-        told[mark.label] = mark.time
-    return story
-
-
 def entry(
     verdict: Verdict,
     observations: Observations,
@@ -65,6 +54,7 @@ def entry(
     durability = settings.session.durability
     return {
         "profile": profile.name,
+        "mode": settings.redis.mode,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "load_seconds": round(record.now(), 1),
         "workers": profile.workers,
@@ -107,8 +97,8 @@ def entry(
             "behind_an_acknowledged_write": verdict.reads_behind,
         },
         "errors_by_type": verdict.errors,
+        "error_examples": record.error_examples,
         "observations": observations,
-        "sentinel_events": _sentinel_story(record),
     }
 
 
@@ -129,6 +119,11 @@ def _seconds(spread: dict[str, Any]) -> str:
     return f"{spread['median']:.2f} / {spread['max']:.2f}"
 
 
+def _redirections(counts: dict[str, int] | None) -> str:
+    """MOVED and ASK replies the cluster's nodes sent during the run; "-" without a cluster."""
+    return "-" if counts is None else f"{counts['MOVED']}/{counts['ASK']}"
+
+
 def summary_table(report: dict[str, Any]) -> str:
     """One line per scenario: the figures a reader of the README wants."""
     header = (
@@ -140,6 +135,7 @@ def summary_table(report: dict[str, Any]) -> str:
         "writes acked",
         "write errors",
         "read avail",
+        "MOVED/ASK",
     )
     rows = [header]
     for name, s in report["scenarios"].items():
@@ -154,6 +150,7 @@ def summary_table(report: dict[str, Any]) -> str:
                 f"{s['writes']['acknowledged']}/{s['writes']['attempted']}",
                 ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "0",
                 f"{100 * s['reads']['availability']:.2f}%",
+                _redirections(s.get("redirections")),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -11,6 +11,7 @@ import redis
 
 from deploy.local import probes
 from deploy.local.netns import NetworkNamespace
+from deploy.local.process_set import ProcessSet
 from deploy.local.spec import Node
 from deploy.local.topology import LocalTopology
 from tests.chaos.records import RunRecord
@@ -58,7 +59,7 @@ async def pause_master(
     return {
         "paused_seconds": round(paused_seconds, 3),
         "new_master": new,
-        "direct_write_to_old_master": await asyncio.to_thread(_direct_write, topology, node),
+        "direct_write_to_old_master": await asyncio.to_thread(direct_write, topology, node),
     }
 
 
@@ -116,12 +117,12 @@ async def restart_all_redis(topology: LocalTopology, record: RunRecord) -> Obser
     return {"master_before": master.address}
 
 
-def _direct_write(topology: LocalTopology, node: Node) -> str:
-    """The reply of `node` to a write sent to it directly: "OK" or the error, with the class
-    redis-py gives it (`ReadOnlyError` for a READONLY reply)."""
-    with topology.client(node) as client:
+def direct_write(nodes: ProcessSet[Any], node: Node, key: str = "chaos:direct-write-probe") -> str:
+    """The reply of `node` to a write of `key` sent to it directly: "OK" or the error, with
+    the class redis-py gives it (`ReadOnlyError` for READONLY, `MovedError` for MOVED)."""
+    with nodes.client(node) as client:
         try:
-            client.set("chaos:direct-write-probe", "1")
+            client.set(key, "1")
         except redis.ResponseError as exc:
             return f"{type(exc).__name__}: {exc}"
     return "OK"

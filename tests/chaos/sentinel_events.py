@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -36,6 +37,19 @@ class SentinelEvents:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2.0)
+
+    def summary(self) -> dict[str, Any]:
+        return {"sentinel_events": self.story()}
+
+    def story(self, echo_seconds: float = 5.0) -> list[str]:
+        """What the sentinels announced, each announcement once (all of them repeat it)."""
+        told: dict[str, float] = {}
+        story = []
+        for mark in self.record.marks_of("sentinel"):
+            if mark.time - told.get(mark.label, -echo_seconds) >= echo_seconds:
+                story.append(f"{mark.time:.3f}s {mark.label}")
+            told[mark.label] = mark.time
+        return story
 
     async def _follow(self, sentinel: Node) -> None:
         # In secure mode as the admin user over mutual TLS, like the topology's own probes.

@@ -1,5 +1,5 @@
 """Draws a run as a PNG: operations per second, errors per second by type and write latency,
-over time, with the faults, repairs and `+switch-master` announcements marked."""
+over time, with the faults, repairs and announcements of a new master marked."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def plot_timeline(record: RunRecord, title: str, path: Path) -> None:
 
 def _mark_events(record: RunRecord, axes_list: tuple[plt.Axes, ...]) -> None:
     # Every sentinel announces the switch, some a moment later: the first after a fault counts.
-    announced = [m.time for m in record.marks_of("sentinel", "+switch-master")]
+    announced = [m.time for m in record.switches()]
     faults = [m.time for m in record.marks_of("fault")]
     switches = [min(t for t in announced if t > f) for f in faults if any(t > f for t in announced)]
     for axes in axes_list:
@@ -96,7 +96,7 @@ def _mark_events(record: RunRecord, axes_list: tuple[plt.Axes, ...]) -> None:
         )
     for t in switches:
         top.annotate(
-            "+switch-master",
+            "new master",
             (t, 1),
             xycoords=("data", "axes fraction"),
             rotation=90,

@@ -53,3 +53,34 @@ def test_the_outage_is_the_longest_stretch_without_an_acknowledged_write_after_t
     assert (window.outage_start, window.outage_end) == (1.1, 3.5)
     assert window.error_window_seconds == 1.5
     assert window.switch_to_first_write_seconds == 0.5
+
+
+def test_a_fault_that_reaches_one_shard_is_measured_on_that_shards_sessions_and_its_promotion():
+    fault = Mark(1.0, "fault", "SIGKILL cluster-2")
+    promoted = Mark(3.0, "cluster", "+promoted cluster-5")
+    on_shard = [
+        Operation("write", "s", 1, 0.8, 0.9),
+        Operation("write", "s", 2, 1.0, 3.2, "SessionStoreUnavailable"),
+        Operation("write", "s", 3, 3.2, 3.4),
+    ]
+    elsewhere = [Operation("write", "t", k, 1.0 + k / 10, 1.05 + k / 10) for k in range(1, 20)]
+    record = record_of(*on_shard, *elsewhere, marks=(fault, promoted))
+    stored = held(1, 3) | {"t": StoredCounters(19, frozenset(marker(k) for k in range(1, 20)))}
+
+    window = check(record, stored, affected={"s"}).windows[0]
+
+    assert (window.outage_start, window.outage_end) == (1.0, 3.4)
+    assert window.switch_master == 3.0
+    assert check(record, stored).windows[0].outage_seconds < 1.0
+
+
+def test_writes_that_never_come_back_are_down_until_the_load_ends():
+    fault = Mark(1.0, "fault", "SIGKILL cluster-1")
+    record = record_of(
+        write(1, 0.9, 1.05),
+        write(2, 1.1, 1.2, "SessionError"),
+        write(3, 1.3, 4.0, "SessionError"),
+        marks=(fault,),
+    )
+    window = check(record, held(1)).windows[0]
+    assert (window.outage_start, window.outage_end) == (1.05, 4.0)
