@@ -347,7 +347,15 @@ class SessionStore:
         SessionMoved: another regeneration moved it first). A retry with the same
         `new_id` returns the same."""
         marker_ms = self.settings.moved_marker_seconds * 1000
-        reply = await _MOVE.run(self.redis, [self.session_key(session_id)], [new_id, marker_ms])
+        key = self.session_key(session_id)
+        args: list[str | int] = [new_id, marker_ms]
+        if self.settings.durability.replicas:
+            # The mark must survive a failover of its own master: in Cluster mode the new
+            # session's WAIT runs on other masters and does not cover it.
+            step: Step = lambda p: _MOVE.queue(p, [key], args)  # noqa: E731
+            reply = (await self._write([step], [_MOVE]))[0]
+        else:
+            reply = await _MOVE.run(self.redis, [key], args)
         if reply[0] == -2:
             raise SessionMoved("the session id was replaced by another login")
         if reply[0] != 1:

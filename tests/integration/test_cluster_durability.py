@@ -176,3 +176,30 @@ async def test_with_the_shard_of_slot_zero_lost_the_other_shards_keep_taking_dur
         saved.append(await store.save(loaded, {**loaded.attributes, "after": "loss"}))
 
     assert all(result.written for result in saved)
+
+
+async def test_a_login_waits_for_the_moved_mark_on_the_old_sessions_own_shard(
+    make_cluster_store: Callable[..., SessionStore], cluster: LocalCluster
+) -> None:
+    """The old id's "moved" mark lives on the old session's master, often neither the
+    index's nor the new session's: unless it is waited for there, a failover of that
+    master can bring the old id back to life."""
+    registry = CollectorRegistry()
+    store = make_cluster_store(registry, session=durable(on_shortfall="accept"))
+    index_master = cluster.master_of(store.user_key("fay"))
+    anonymous_id = await store.create({"cart": ["sku-1"]})
+    while cluster.master_of(store.session_key(anonymous_id)) == index_master:
+        anonymous_id = await store.create({"cart": ["sku-1"]})
+    old_master = cluster.master_of(store.session_key(anonymous_id))
+    anonymous = await store.load(anonymous_id)
+    assert anonymous is not None
+
+    cluster.pause(replica_of(cluster, old_master))
+    try:
+        logged_in = await store.regenerate(anonymous, anonymous.attributes, user="fay")
+    finally:
+        cluster.resume(replica_of(cluster, old_master))
+
+    assert logged_in is not None
+    new_on_old_shard = cluster.master_of(store.session_key(logged_in.id)) == old_master
+    assert shortfalls(registry) == 1 + new_on_old_shard, "the mark's WAIT saw the lag"
