@@ -70,9 +70,7 @@ async def _send_together(
     """
     connection = node.acquire_connection()
     try:
-        # redis-py 7 marks connections to reconnect after a topology change.
-        if getattr(connection, "should_reconnect", bool)():
-            await connection.disconnect()
+        await _reconnect_if_marked(connection)
         await connection.send_packed_command(connection.pack_commands(commands), False)
         replies: list[Any] = []
         for command in commands:
@@ -84,7 +82,15 @@ async def _send_together(
                 replies.append(exc)
         return replies
     finally:
+        # A node dropped from the slot map meanwhile must not keep an open connection.
+        await _reconnect_if_marked(connection)
         node._free.append(connection)
+
+
+async def _reconnect_if_marked(connection: Connection) -> None:
+    """Close a connection redis-py 7 marked after a topology change; it reconnects on use."""
+    if getattr(connection, "should_reconnect", bool)():
+        await connection.disconnect()
 
 
 class _ReleasingNode(ClusterNode):
