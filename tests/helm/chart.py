@@ -17,6 +17,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "helm" / "sessionlib-ha"
 SCRIPTS_DIR = CHART_DIR / "files" / "scripts"
+# The scripts of redis.mode cluster, mounted beside SCRIPTS_DIR's in the pods.
+CLUSTER_SCRIPTS_DIR = CHART_DIR / "files" / "cluster"
 RELEASE = "shop"
 NAMESPACE = "sessions"
 # The Kubernetes versions the issue asks for: the oldest and newest a team is likely to run.
@@ -90,12 +92,20 @@ def render_with_cluster_secret(
     """The chart rendered as `helm upgrade` would in a cluster that holds a Secret with
     `secret_data` (the TLS Secret unless `lookup` names another of the chart's lookups): a copy
     of the chart whose lookup of that Secret answers with it (offline, lookup finds nothing)."""
+    return render_with_lookup(values, lookup, {"data": dict(secret_data)}, workdir)
+
+
+def render_with_lookup(
+    values: Mapping[str, Any], lookup: str, found: Mapping[str, Any], workdir: Path
+) -> Rendered:
+    """The chart rendered in a cluster where one of its lookups (the expression `lookup` in
+    _helpers.tpl) finds the object `found`: a copy of the chart whose lookup answers with it."""
     copy = workdir / CHART_DIR.name
     shutil.copytree(CHART_DIR, copy, symlinks=False)
     helpers = copy / "templates" / "_helpers.tpl"
     text = helpers.read_text()
     assert text.count(lookup) == 1, f"the lookup {lookup} moved; update this test"
-    answer = f'(dict "data" (fromJson `{json.dumps(dict(secret_data))}`))'
+    answer = f"(fromJson `{json.dumps(dict(found))}`)"
     helpers.write_text(text.replace(lookup, answer))
     return render(values, chart_dir=copy)
 

@@ -4,6 +4,7 @@ started as real processes (stopped at teardown)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -82,3 +83,67 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=5)
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> dict[str, str]:
+    """A CA and a server certificate for the pods' DNS names, as a tls.enabled Secret holds
+    them. It does not name 127.0.0.1: in-pod tools connect by loopback and must cope."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    subject_alt_name = "subjectAltName=DNS:*.shop-sessionlib-ha-redis-headless.sessions.svc"
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=ca",
+        "-days",
+        "1",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=redis",
+        "-keyout",
+        "tls.key",
+        "-out",
+        "tls.csr",
+    )
+    (folder / "ext").write_text(subject_alt_name + "\n")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "tls.crt",
+        "-extfile",
+        "ext",
+    )
+    return {
+        "TLS_CERT_FILE": str(folder / "tls.crt"),
+        "TLS_KEY_FILE": str(folder / "tls.key"),
+        "TLS_CA_FILE": str(folder / "ca.crt"),
+    }

@@ -44,6 +44,19 @@ def container_env(rendered: Rendered, name: str, pod_index: int) -> dict[str, st
     return env
 
 
+def mount_files(rendered: Rendered, directory: Path) -> Path:
+    """Write the Redis pods' `files` volume under `directory`, as a pod sees /opt/sessionlib:
+    the ConfigMap's keys at the paths the StatefulSet maps them to (scripts/cluster-start.sh)."""
+    configmap = rendered.one("ConfigMap", "redis")
+    pod = rendered.redis["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "files"]
+    for item in volume["configMap"]["items"]:
+        path = directory / item["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(configmap["data"][item["key"]])
+    return directory
+
+
 def configmap_file(rendered: Rendered, key: str, directory: Path) -> Path:
     """Write one key of the Redis pods' ConfigMap to `directory`, as the volume would."""
     configmap = rendered.one("ConfigMap", "redis")
@@ -104,11 +117,15 @@ def pod_env(
 
 
 def run_script(
-    script: str, env: Mapping[str, str], *args: str, timeout: float = 60
+    script: str,
+    env: Mapping[str, str],
+    *args: str,
+    timeout: float = 60,
+    scripts_dir: Path = SCRIPTS_DIR,
 ) -> subprocess.CompletedProcess[str]:
     """Run a pod script to completion under sh (dash here, as in the redis image)."""
     return subprocess.run(
-        ["sh", str(SCRIPTS_DIR / script), *args],
+        ["sh", str(scripts_dir / script), *args],
         env=dict(env),
         capture_output=True,
         text=True,
@@ -117,11 +134,12 @@ def run_script(
     )
 
 
-def client(address: str, password: str | None = None) -> redis.Redis:
+def client(address: str, password: str | None = None, username: str | None = None) -> redis.Redis:
     host, _, port = address.rpartition(":")
     return redis.Redis(
         host=host,
         port=int(port),
+        username=username,
         password=password or None,
         socket_timeout=2,
         socket_connect_timeout=2,

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helm.chart import SCRIPTS_DIR, Rendered
+from tests.helm.chart import SCRIPTS_DIR, Rendered, container
 from tests.helm.conftest import StartCommand
 from tests.helm.pod import LocalAddresses, client, pod_env, wait_until
 
@@ -67,7 +67,14 @@ class Pod:
 
 
 class PodSet:
-    """`count` Redis pods, none started; `start` brings a pod's containers up."""
+    """`count` Redis pods, none started; `start` brings a pod's containers up.
+
+    Each container runs the script its rendered `command` names, from `scripts_dir`; a pod's
+    second port is its Sentinel's, or in cluster mode its cluster bus port. `passwords`
+    ({ACL user: password}) are the pods' ACL users; none means no auth. With `own_source`,
+    Redis's outgoing connections leave from the pod's IP, as from a pod's one interface (on
+    loopback they would leave from 127.0.0.1, and Redis Cluster learns a peer's IP from them).
+    """
 
     def __init__(
         self,
@@ -76,16 +83,34 @@ class PodSet:
         ports: list[int],
         root: Path,
         count: int = 3,
+        *,
+        containers: tuple[str, ...] = CONTAINERS,
+        scripts_dir: Path = SCRIPTS_DIR,
+        passwords: dict[str, str] | None = None,
+        own_source: bool = False,
         **overrides: str,
     ) -> None:
         self._rendered = rendered
         self._start_command = start_command
-        self.pods = [
-            Pod(i, ports[2 * i], ports[2 * i + 1], root / f"pod-{i}", f"127.0.0.{10 + i}")
-            for i in range(count)
-        ]
+        self._root = root
+        self.pods: list[Pod] = []
+        self.containers = containers
+        self.scripts_dir = scripts_dir
+        self._passwords = passwords
+        self._own_source = own_source
         self._overrides = TEST_TIMINGS | overrides
         self._hosts = root / "hosts"
+        self.add_pods(rendered, ports, count)
+
+    def add_pods(self, rendered: Rendered, ports: list[int], count: int) -> None:
+        """A scale-out: `count` more pods (not started) with `ports`, and `rendered` (the chart
+        with the new count) for every pod started from now on; running pods keep their env."""
+        self._rendered = rendered
+        first = len(self.pods)
+        self.pods += [
+            Pod(i, ports[2 * k], ports[2 * k + 1], self._root / f"pod-{i}", f"127.0.0.{10 + i}")
+            for k, i in enumerate(range(first, first + count))
+        ]
         self._write_hosts()
 
     def _write_hosts(self) -> None:
@@ -102,20 +127,26 @@ class PodSet:
             redis_port=pod.redis_port,
             sentinel_port=pod.sentinel_port,
         )
-        return pod_env(
+        env = pod_env(
             self._rendered,
             container,
             local,
             pod.directory / container,
             pod_index=pod.index,
+            passwords=self._passwords,
             **(self._overrides | {"ANNOUNCE_HOST": pod.name, "LOCAL_HOST": pod.ip, "BIND": pod.ip}),
         )
+        if self._own_source and container == "redis":
+            with Path(env["EXTRA_CONFIG_FILE"]).open("a") as extra:
+                extra.write(f"\nbind-source-addr {pod.ip}\n")
+        return env
 
-    def start(self, *indexes: int, containers: tuple[str, ...] = CONTAINERS) -> None:
+    def start(self, *indexes: int, containers: tuple[str, ...] | None = None) -> None:
         for index in indexes:
             pod = self.pods[index]
-            for container in containers:
-                script = SCRIPTS_DIR / f"{container}-start.sh"
+            for name in containers or self.containers:
+                command = container(self._rendered.redis, name)["command"]
+                script = self.scripts_dir / Path(command[-1]).name
                 argv = [
                     "unshare",
                     "--mount",
@@ -125,9 +156,7 @@ class PodSet:
                     str(self._hosts),
                     str(script),
                 ]
-                pod.processes[container] = self._start_command(
-                    argv, self.env(pod, container), pod.log(container)
-                )
+                pod.processes[name] = self._start_command(argv, self.env(pod, name), pod.log(name))
 
     def publish(self, index: int, published: bool = True) -> None:
         """Whether the pod's name resolves (a deleted pod's DNS record is gone)."""
@@ -140,13 +169,13 @@ class PodSet:
         self._write_hosts()
 
     def stop(
-        self, *indexes: int, containers: tuple[str, ...] = CONTAINERS, kill: bool = False
+        self, *indexes: int, containers: tuple[str, ...] | None = None, kill: bool = False
     ) -> None:
         """SIGTERM (a pod deleted: Redis writes its AOF and exits) or SIGKILL (a node lost)."""
         for index in indexes:
             pod = self.pods[index]
-            for container in containers:
-                process = pod.processes.pop(container, None)
+            for name in containers or self.containers:
+                process = pod.processes.pop(name, None)
                 if process is None or process.poll() is not None:
                     continue
                 os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)

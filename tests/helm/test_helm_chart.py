@@ -19,6 +19,7 @@ import yaml
 from sessionlib import load_settings
 from tests.helm.chart import (
     CHART_DIR,
+    CLUSTER_SCRIPTS_DIR,
     CRD_KINDS,
     KUBE_VERSIONS,
     NAMESPACE,
@@ -61,6 +62,12 @@ VARIATIONS: dict[str, dict[str, Any]] = {
         }
     },
     "five-replicas": {"redis": {"replicas": 5}},
+    "cluster": {"redis": {"mode": "cluster"}},
+    "cluster-tls-four-shards-monitored": {
+        "redis": {"mode": "cluster", "cluster": {"shards": 4}},
+        "tls": {"enabled": True, "existingSecret": "shop-redis-tls", "authClients": "yes"},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+    },
     "dev-without-auth": {"auth": {"enabled": False}, "sessionlib": {"profile": "dev"}},
     "everything-optional-on": {
         "global": {"imageRegistry": "mirror.example.com", "imagePullSecrets": [{"name": "pull"}]},
@@ -322,11 +329,15 @@ def test_a_cold_start_cannot_deadlock_on_ordered_pod_creation(rendered: Rendered
 # --- probes -----------------------------------------------------------------------------------
 
 PORT_ENV_OF_MODE = {
+    "cluster-ready": "REDIS_PORT",
     "redis-alive": "REDIS_PORT",
     "redis-ready": "REDIS_PORT",
     "sentinel-alive": "SENTINEL_PORT",
     "sentinel-ready": "SENTINEL_PORT",
 }
+
+
+PROBE_SCRIPTS = ("/opt/sessionlib/scripts/probe.sh", "/opt/sessionlib/scripts/cluster-probe.sh")
 
 
 def test_every_probe_points_at_a_port_its_container_declares(
@@ -350,9 +361,12 @@ def test_every_probe_points_at_a_port_its_container_declares(
             else:
                 # probe.sh MODE talks to the port in the container's env: it must be declared.
                 command = probe["exec"]["command"]
-                assert command[:2] == ["sh", "/opt/sessionlib/scripts/probe.sh"], where
+                assert command[0] == "sh", where
+                assert command[1] in PROBE_SCRIPTS, where
                 assert int(env[PORT_ENV_OF_MODE[command[2]]]) in ports, where
-    assert checked >= 12
+    # Sentinel mode: 3 Redis, 3 Sentinel, 2 exporters, 3 each service; cluster mode has no
+    # Sentinel and one exporter.
+    assert checked >= 10
 
 
 def test_redis_readiness_needs_replication_and_sentinel_readiness_a_quorum(
@@ -497,7 +511,7 @@ def test_no_secret_is_ever_on_a_command_line(variation: tuple[str, Rendered]) ->
         where = f"{name}: {workload['metadata']['name']}/{c['name']}"
         assert not SECRET_ON_COMMAND_LINE.search(argv + hooks), where
     assert not SECRET_ON_COMMAND_LINE.search(rendered.notes), name
-    for script in SCRIPTS_DIR.glob("*.sh"):
+    for script in [*SCRIPTS_DIR.glob("*.sh"), *CLUSTER_SCRIPTS_DIR.glob("*.sh")]:
         for line in script.read_text().splitlines():
             if "redis-cli" in line or "redis-server" in line or "redis-sentinel" in line:
                 assert not SECRET_ON_COMMAND_LINE.search(line), f"{script.name}: {line}"

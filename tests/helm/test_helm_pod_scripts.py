@@ -16,7 +16,15 @@ import redis
 
 from deploy.local.configs import render_redis_conf
 from deploy.local.topology import LocalTopology
-from tests.helm.chart import CHART_DIR, ROOT, SCRIPTS_DIR, Rendered, container, render
+from tests.helm.chart import (
+    CHART_DIR,
+    CLUSTER_SCRIPTS_DIR,
+    ROOT,
+    SCRIPTS_DIR,
+    Rendered,
+    container,
+    render,
+)
 from tests.helm.conftest import StartScript
 from tests.helm.pod import (
     ACL_USERS,
@@ -54,17 +62,20 @@ def is_linked_replica_of(address: str, master: str, password: str | None = None)
 # --- the scripts as files ---------------------------------------------------------------------
 
 
-def test_scripts_are_posix_sh_without_shellcheck_findings() -> None:
+@pytest.mark.parametrize("folder", [SCRIPTS_DIR, CLUSTER_SCRIPTS_DIR], ids=lambda p: p.name)
+def test_scripts_are_posix_sh_without_shellcheck_findings(folder: Path) -> None:
     shellcheck = shutil.which("shellcheck") or str(ROOT / ".venv" / "bin" / "shellcheck")
+    # Run in the scripts' own folder: their `shellcheck source=` paths are relative to it.
+    extra = [str(ROOT / "helm" / "sync-shared-files.sh")] if folder == SCRIPTS_DIR else []
     result = subprocess.run(
         [
             shellcheck,
             "--shell=sh",
             "--external-sources",
-            *sorted(p.name for p in SCRIPTS_DIR.glob("*.sh")),
-            str(ROOT / "helm" / "sync-shared-files.sh"),
+            *sorted(p.name for p in folder.glob("*.sh")),
+            *extra,
         ],
-        cwd=SCRIPTS_DIR,
+        cwd=folder,
         capture_output=True,
         text=True,
         check=False,
@@ -351,70 +362,6 @@ def test_redis_probes_fail_when_nothing_answers(
 
 
 # --- TLS --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def certificates(tmp_path: Path) -> dict[str, str]:
-    """A CA and a server certificate for the pods' DNS names, as a tls.enabled Secret holds
-    them. It does not name 127.0.0.1: in-pod tools connect by loopback and must cope."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed")
-    folder = tmp_path / "tls"
-    folder.mkdir()
-    subject_alt_name = "subjectAltName=DNS:*.shop-sessionlib-ha-redis-headless.sessions.svc"
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True)
-
-    run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=ca",
-        "-days",
-        "1",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    )
-    run(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=redis",
-        "-keyout",
-        "tls.key",
-        "-out",
-        "tls.csr",
-    )
-    (folder / "ext").write_text(subject_alt_name + "\n")
-    run(
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "tls.crt",
-        "-extfile",
-        "ext",
-    )
-    return {
-        "TLS_CERT_FILE": str(folder / "tls.crt"),
-        "TLS_KEY_FILE": str(folder / "tls.key"),
-        "TLS_CA_FILE": str(folder / "ca.crt"),
-    }
 
 
 def test_with_tls_redis_and_sentinel_speak_only_tls_and_the_probes_still_work(

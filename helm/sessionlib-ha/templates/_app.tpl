@@ -17,11 +17,20 @@ and each component's template file calls them with (dict "root" $ "component" "g
 {{- printf "http://%s:%d" (include "sessionlib-ha.app.fullname" (dict "root" . "component" "cart")) (int .Values.cart.service.port) }}
 {{- end }}
 
-{{/* The sessionlib settings both services get: Sentinel, passwords, TLS, shared knobs. */}}
+{{/* The sessionlib settings both services get: Sentinel or Cluster, passwords, TLS, shared knobs. */}}
 {{- define "sessionlib-ha.app.sessionlibEnv" -}}
 {{- $tlsDir := include "sessionlib-ha.tls.dir" . }}
+{{- $cluster := include "sessionlib-ha.redis.isCluster" . }}
 - name: SESSIONLIB_PROFILE
   value: {{ .Values.sessionlib.profile | quote }}
+{{- if $cluster }}
+- name: SESSIONLIB_REDIS__MODE
+  value: cluster
+# Every cluster node by its pod name: any one that answers hands out the slot map, which
+# names the nodes by their pod names too (cluster-preferred-endpoint-type hostname).
+- name: SESSIONLIB_REDIS__CLUSTER_NODES
+  value: {{ include "sessionlib-ha.redis.addresses" . | quote }}
+{{- else }}
 - name: SESSIONLIB_REDIS__MODE
   value: sentinel
 # Every sentinel by its pod name: sessionlib watches each of them for +switch-master.
@@ -29,15 +38,18 @@ and each component's template file calls them with (dict "root" $ "component" "g
   value: {{ include "sessionlib-ha.sentinel.addresses" . | quote }}
 - name: SESSIONLIB_REDIS__MASTER_NAME
   value: {{ .Values.sentinel.masterName | quote }}
+{{- end }}
 {{- if .Values.auth.enabled }}
 {{- /* The sessionlib ACL user, on the nodes (its key prefix, its commands) and on the
        sentinels (discovery and +switch-master only). */}}
 - name: SESSIONLIB_REDIS__USERNAME
   value: sessionlib
 {{ include "sessionlib-ha.auth.passwordEnv" (dict "root" . "user" "sessionlib" "name" "SESSIONLIB_REDIS__PASSWORD") }}
+{{- if not $cluster }}
 - name: SESSIONLIB_REDIS__SENTINEL_USERNAME
   value: sessionlib
 {{ include "sessionlib-ha.auth.passwordEnv" (dict "root" . "user" "sessionlib" "name" "SESSIONLIB_REDIS__SENTINEL_PASSWORD") }}
+{{- end }}
 {{- end }}
 {{- if .Values.tls.enabled }}
 - name: SESSIONLIB_REDIS__TLS__ENABLED

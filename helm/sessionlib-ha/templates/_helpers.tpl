@@ -115,10 +115,27 @@ Sentinel announce (see service-redis.yaml for why names rather than per-pod Serv
 {{- toJson $addresses }}
 {{- end }}
 
+{{/* Whether the nodes form a Redis Cluster (redis.mode cluster): "true" or empty. */}}
+{{- define "sessionlib-ha.redis.isCluster" -}}
+{{- if eq .Values.redis.mode "cluster" }}true{{ end }}
+{{- end }}
+
+{{/*
+The Redis pods of the StatefulSet: redis.replicas with Sentinel; with Redis Cluster, every
+shard's master and its replicas. Pod N is in shard N / (1 + replicasPerShard).
+*/}}
+{{- define "sessionlib-ha.redis.nodeCount" -}}
+{{- if include "sessionlib-ha.redis.isCluster" . }}
+{{- mul (int .Values.redis.cluster.shards) (add1 (int .Values.redis.cluster.replicasPerShard)) }}
+{{- else }}
+{{- int .Values.redis.replicas }}
+{{- end }}
+{{- end }}
+
 {{/* Every Redis node as host:port, in pod order (a JSON list). */}}
 {{- define "sessionlib-ha.redis.addresses" -}}
 {{- $addresses := list }}
-{{- range $index := until (int .Values.redis.replicas) }}
+{{- range $index := until (int (include "sessionlib-ha.redis.nodeCount" .)) }}
 {{- $host := include "sessionlib-ha.redis.podHost" (dict "root" $ "index" $index) }}
 {{- $addresses = append $addresses (printf "%s:%d" $host (int $.Values.redis.port)) }}
 {{- end }}
@@ -429,6 +446,10 @@ Values that are each valid but wrong together: refused at render time with a mes
 names the setting, instead of a cluster that never becomes ready.
 */}}
 {{- define "sessionlib-ha.validate" -}}
+{{- if include "sessionlib-ha.redis.isCluster" . }}
+{{- include "sessionlib-ha.validateCluster" . }}
+{{- else }}
+{{- /* Sentinel mode: quorum, write safety and the budget against redis.replicas. */}}
 {{- $replicas := int .Values.redis.replicas }}
 {{- $quorum := int (include "sessionlib-ha.sentinel.quorum" .) }}
 {{- if gt $quorum $replicas }}
@@ -441,6 +462,7 @@ names the setting, instead of a cluster that never becomes ready.
 {{- $minAvailable := int (include "sessionlib-ha.redis.pdbMinAvailable" .) }}
 {{- if ge $minAvailable $replicas }}
 {{- fail (printf "redis.pdb.minAvailable %d must be below redis.replicas %d, or no node could ever be drained" $minAvailable $replicas) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if and (eq .Values.sessionlib.profile "prod") (not .Values.auth.enabled) }}
@@ -471,10 +493,37 @@ names the setting, instead of a cluster that never becomes ready.
 {{- /* A cold start keeps the sentinels waiting for the election, which waits up to
        coldStartWaitSeconds for every node: the startup probe must outlast that. */}}
 {{- $sentinelStartup := mul (int .Values.sentinel.startupProbe.periodSeconds) (int .Values.sentinel.startupProbe.failureThreshold) }}
-{{- if le (int $sentinelStartup) (mul 2 (int .Values.redis.coldStartWaitSeconds)) }}
+{{- if and (not (include "sessionlib-ha.redis.isCluster" .)) (le (int $sentinelStartup) (mul 2 (int .Values.redis.coldStartWaitSeconds))) }}
 {{- fail (printf "sentinel.startupProbe allows %d s (periodSeconds x failureThreshold), not more than twice redis.coldStartWaitSeconds %d: on a cold start a Sentinel waits for the Redis nodes' election, which waits that long for every node, and would be restarted in the middle of it" (int $sentinelStartup) (int .Values.redis.coldStartWaitSeconds)) }}
 {{- end }}
 {{- if lt (int .Values.redis.terminationGracePeriodSeconds) (int $stopTakes) }}
 {{- fail (printf "redis.terminationGracePeriodSeconds %d is shorter than stopping a Redis pod may take: redis.preStopTimeoutSeconds %d (the Redis and Sentinel preStop hooks, side by side) + redis.shutdownTimeoutSeconds %d + %d s for the hook's last redis-cli calls and the AOF fsync = %d. Kubernetes would kill Redis in the middle of its hand-over or shutdown" (int .Values.redis.terminationGracePeriodSeconds) (int .Values.redis.preStopTimeoutSeconds) (int .Values.redis.shutdownTimeoutSeconds) $stopMargin (int $stopTakes)) }}
 {{- end }}
+{{- end }}
+
+{{/*
+What only Redis Cluster mode can get wrong, refused by name like the rest of validate.
+Scale-in: a `helm upgrade` to fewer shards than the running StatefulSet has would delete the
+highest pods with whatever slots they still serve. The StatefulSet is looked up (at install and
+upgrade; offline renders find none and cannot check), and fewer pods are refused unless
+redis.cluster.allowScaleIn says the shards that go were drained first.
+*/}}
+{{- define "sessionlib-ha.validateCluster" -}}
+{{- $cluster := .Values.redis.cluster }}
+{{- if gt (int .Values.redis.minReplicasToWrite) (int $cluster.replicasPerShard) }}
+{{- fail (printf "redis.minReplicasToWrite %d needs at least as many replicas per shard (redis.cluster.replicasPerShard %d): every master would refuse every write" (int .Values.redis.minReplicasToWrite) (int $cluster.replicasPerShard)) }}
+{{- end }}
+{{- if .Values.haproxy.enabled }}
+{{- fail "haproxy.enabled is a master endpoint for Sentinel mode: a Redis Cluster has one master per shard, and its clients (sessionlib in mode cluster) follow the slots themselves. Turn haproxy.enabled off with redis.mode cluster" }}
+{{- end }}
+{{- $wanted := int (include "sessionlib-ha.redis.nodeCount" .) }}
+{{- $running := include "sessionlib-ha.redis.runningPods" . | int }}
+{{- if and (lt $wanted $running) (not $cluster.allowScaleIn) }}
+{{- fail (printf "redis.cluster.shards %d would remove %d of the %d running cluster pods, and with them the slots (sessions) they serve. Move the slots off first: kubectl exec %s-0 -c redis -- sh /opt/sessionlib/scripts/cluster-drain.sh %d; then upgrade with redis.cluster.allowScaleIn=true (and set it back afterwards). See the chart README, \"Redis Cluster mode\"" (int $cluster.shards) (sub $running $wanted) $running (include "sessionlib-ha.redis.fullname" .) (int $cluster.shards)) }}
+{{- end }}
+{{- end }}
+
+{{/* The replicas of the installed Redis StatefulSet (0 when there is none, or offline). */}}
+{{- define "sessionlib-ha.redis.runningPods" -}}
+{{- (lookup "apps/v1" "StatefulSet" .Release.Namespace (include "sessionlib-ha.redis.fullname" .)).spec | default dict | dig "replicas" 0 }}
 {{- end }}

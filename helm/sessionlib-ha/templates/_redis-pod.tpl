@@ -13,6 +13,24 @@ swapped for 127.0.0.1), so a variable missing here fails there.
   value: {{ printf "$(POD_NAME).%s" (include "sessionlib-ha.redis.domain" .) | quote }}
 - name: REDIS_PORT
   value: {{ .Values.redis.port | quote }}
+{{- if include "sessionlib-ha.redis.isCluster" . }}
+# Every cluster node, in pod order: who creates the cluster, which shard a pod is in, and
+# whom a node meets again by name after pods came back on new IPs.
+- name: REDIS_NODES
+  value: {{ include "sessionlib-ha.redis.addresses" . | fromJsonArray | join " " | quote }}
+- name: CLUSTER_BUS_PORT
+  value: {{ .Values.redis.cluster.busPort | quote }}
+- name: CLUSTER_REPLICAS
+  value: {{ .Values.redis.cluster.replicasPerShard | quote }}
+- name: CLUSTER_NODE_TIMEOUT_MS
+  value: {{ .Values.redis.cluster.nodeTimeoutMilliseconds | quote }}
+- name: MIN_REPLICAS_TO_WRITE
+  value: {{ .Values.redis.minReplicasToWrite | quote }}
+- name: MIN_REPLICAS_MAX_LAG
+  value: {{ .Values.redis.minReplicasMaxLag | quote }}
+- name: PRESTOP_TIMEOUT_SECONDS
+  value: {{ .Values.redis.preStopTimeoutSeconds | quote }}
+{{- else }}
 - name: SENTINEL_PORT
   value: {{ .Values.sentinel.port | quote }}
 - name: SENTINELS
@@ -43,6 +61,7 @@ swapped for 127.0.0.1), so a variable missing here fails there.
   value: {{ .Values.sentinel.resetStaggerSeconds | quote }}
 - name: RESOLVE_WAIT_SECONDS
   value: {{ .Values.sentinel.resolveWaitSeconds | quote }}
+{{- end }}
 - name: TEMPLATE_DIR
   value: /opt/sessionlib/templates
 {{- if .Values.auth.enabled }}
@@ -69,10 +88,10 @@ swapped for 127.0.0.1), so a variable missing here fails there.
 
 {{/*
 An exec probe running one mode of files/scripts/probe.sh: (dict "mode" "redis-ready"
-"timings" .Values.redis.readinessProbe).
+"timings" .Values.redis.readinessProbe), or of another probe script given as "script".
 */}}
 {{- define "sessionlib-ha.redis.execProbe" -}}
-{{- $handler := dict "exec" (dict "command" (list "sh" "/opt/sessionlib/scripts/probe.sh" .mode)) }}
+{{- $handler := dict "exec" (dict "command" (list "sh" (printf "/opt/sessionlib/scripts/%s" (.script | default "probe.sh")) .mode)) }}
 {{- include "sessionlib-ha.probe" (dict "handler" $handler "timings" .timings) }}
 {{- end }}
 
