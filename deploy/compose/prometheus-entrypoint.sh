@@ -21,7 +21,9 @@ need PROMETHEUS_TARGETS GATEWAY_TARGETS CART_TARGETS REDIS_EXPORTER_TARGETS REDI
 	SENTINEL_TARGETS REDIS_EXPORTER_ADDRESS
 SCRAPE_INTERVAL=${SCRAPE_INTERVAL:-15s}
 RULES_DIR=$source_dir
-export SCRAPE_INTERVAL RULES_DIR
+# Cluster nodes: none unless the stack runs a Redis Cluster.
+REDIS_CLUSTER_TARGETS=${REDIS_CLUSTER_TARGETS:-}
+export SCRAPE_INTERVAL RULES_DIR REDIS_CLUSTER_TARGETS
 render "$source_dir/prometheus.yml" "$config"
 [ -n "${SESSIONLIB_RENDER_ONLY:-}" ] && exit 0
 exec /bin/prometheus --config.file="$config" "$@"

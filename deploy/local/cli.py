@@ -49,7 +49,7 @@ that `up` wrote in the run directory.
   --haproxy-port P         SESSIONLIB_LOCAL_HAPROXY_PORT     default {HAPROXY_PORT}
   --mode sentinel|cluster  SESSIONLIB_LOCAL_MODE             default sentinel; cluster: a
                            Redis Cluster of 3 masters + 3 replicas, gateway and cart in
-                           Cluster mode (no exporter or Prometheus yet)
+                           Cluster mode, redis_exporter and Prometheus (job redis-cluster)
   --cluster-ports P,...    SESSIONLIB_LOCAL_CLUSTER_PORTS    default 7001,...,7006
                            (the first three start as masters, the next three replicate them)
   --cluster-bus-ports P,.. SESSIONLIB_LOCAL_CLUSTER_BUS_PORTS  default each port + 10000
@@ -317,7 +317,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_cluster(args: argparse.Namespace, cluster: LocalCluster) -> int:
     """The commands in cluster mode (DESIGN.md §3a): the six nodes, then gateway and cart in
-    Cluster mode, as in Sentinel mode; no exporter or Prometheus yet."""
+    Cluster mode, redis_exporter and Prometheus (every node scraped as job redis-cluster), as
+    in Sentinel mode."""
     if args.command == "up":
         if args.haproxy:
             raise TopologyError("--haproxy is not available in cluster mode")
@@ -332,19 +333,24 @@ def _run_cluster(args: argparse.Namespace, cluster: LocalCluster) -> int:
         started = time.monotonic()
         cluster.up(timeout=args.timeout)
         created = time.monotonic() - started
-        if not args.no_services:
-            try:
-                start_services(cluster, ServicePorts(args.gateway_port, args.cart_port))
-            except TopologyError:
-                cluster.down()
-                raise
+        services = None if args.no_services else ServicePorts(args.gateway_port, args.cart_port)
+        try:
+            if services is not None:
+                start_services(cluster, services)
+            if not args.no_observability:
+                observability = ObservabilityPorts(args.prometheus_port, args.redis_exporter_port)
+                start_observability(
+                    cluster, observability, services, scrape_interval=args.scrape_interval
+                )
+        except TopologyError:
+            cluster.down()
+            raise
         _print_table(cluster.status())
         _print_services(cluster)
         print(f"\n{cluster.summary()}; created in {created:.1f}s")
         print(f"startup nodes {','.join(cluster.startup_nodes)}")
         if cluster.spec.secure:
             _print_secure_access(cluster)
-        print("redis_exporter and Prometheus do not run in Cluster mode yet")
         down = (
             "make down-local"
             if cluster.run_dir == DEFAULT_RUN_DIR.absolute()

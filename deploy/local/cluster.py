@@ -30,6 +30,9 @@ log = logging.getLogger("deploy.local")
 # which of the two runs by which file exists.
 CLUSTER_STATE_FILE = "cluster-state.json"
 SLOT_COUNT = 16384
+# Live resharding: keys per MIGRATE call, and how long one call may take.
+MIGRATE_KEYS_PER_CALL = 10
+MIGRATE_TIMEOUT_MS = 5000
 
 
 @dataclass(frozen=True)
@@ -381,6 +384,75 @@ class LocalCluster(ProcessSet[ClusterSpec]):
         self._wait(
             time.monotonic() + timeout, f"the cluster did not heal within {timeout:g}s", problems
         )
+
+    # --- move slots (live resharding) ------------------------------------------------------
+
+    def live_masters(self) -> list[Node]:
+        """The running nodes that report ROLE master."""
+        found = []
+        for node in self.nodes:
+            try:
+                with self.client(node) as client:
+                    if probes.role(client)[0] == "master":
+                        found.append(node)
+            except redis.RedisError:
+                continue  # dead or paused
+        return found
+
+    def node_id(self, ref: NodeRef) -> str:
+        """A node's cluster id (CLUSTER MYID)."""
+        return _text(self._command(self.node(ref), "CLUSTER", "MYID"))
+
+    def open_slot_migration(self, source: NodeRef, target: NodeRef, slots: list[int]) -> int:
+        """The first half of moving `slots` as `redis-cli --cluster reshard` does: IMPORTING on
+        the target, MIGRATING on the source, then MIGRATE of the slots' keys. Until
+        `finish_slot_migration`, clients reach those keys through ASK. Returns how many moved."""
+        from_, to = self.node(source), self.node(target)
+        source_id, target_id = self.node_id(from_), self.node_id(to)
+        with self.client(to) as target_client, self.client(from_) as source_client:
+            for slot in slots:
+                # The target first, as redis-cli does: a key moved already is then found there.
+                target_client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+                source_client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        return self._move_slot_keys(from_, to, slots)
+
+    def finish_slot_migration(self, source: NodeRef, target: NodeRef, slots: list[int]) -> None:
+        """Give `slots` to `target` for good: the target, then the source, then every other
+        master (as redis-cli does); clients with the old map get MOVED from then on. A
+        MIGRATING slot sends writes of keys it does not hold to the target (ASK), so only a
+        key the source held can be left there: moved first."""
+        from_, to = self.node(source), self.node(target)
+        target_id = self.node_id(to)
+        others = [n for n in self.live_masters() if n not in (from_, to)]
+        self._move_slot_keys(from_, to, slots)
+        for node in [to, from_, *others]:
+            with self.client(node) as client:
+                for slot in slots:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    def _move_slot_keys(self, source: Node, target: Node, slots: list[int]) -> int:
+        """MIGRATE what the source still holds of `slots`, a few keys per call."""
+        moved = 0
+        with self.client(source) as client:
+            for slot in slots:
+                while keys := client.execute_command(
+                    "CLUSTER", "GETKEYSINSLOT", slot, MIGRATE_KEYS_PER_CALL
+                ):
+                    client.execute_command(
+                        "MIGRATE", target.host, target.port, "", 0, MIGRATE_TIMEOUT_MS,
+                        *self._migrate_auth(), "KEYS", *keys,
+                    )  # fmt: skip
+                    moved += len(keys)
+        return moved
+
+    def _migrate_auth(self) -> list[str]:
+        """MIGRATE's AUTH/AUTH2 arguments: the source logs in to the target as we do."""
+        login = self.login()
+        if login.password is None:
+            return []
+        if login.username:
+            return ["AUTH2", login.username, login.password]
+        return ["AUTH", login.password]
 
     # --- creating the cluster --------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""Prometheus and redis_exporter beside the local stack, each when it is installed: the shared
-deploy/prometheus/prometheus.yml rendered with local targets, both recorded so `down` stops them."""
+"""Prometheus and redis_exporter beside the local stack (Sentinel topology or Redis Cluster), each
+when installed: the shared deploy/prometheus/prometheus.yml rendered with local targets, both
+recorded so `down` stops them."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+from deploy.local.cluster import LocalCluster
 from deploy.local.credentials import write_private
 from deploy.local.errors import PortInUse
 from deploy.local.processes import ManagedProcess, port_in_use
@@ -37,7 +39,8 @@ class ObservabilityPorts:
 @dataclass(frozen=True)
 class ScrapeTargets:
     """What the local Prometheus scrapes: `host:port` of each service, redis:// URLs of the
-    nodes and sentinels (scraped through the exporter); empty lists leave a job without targets."""
+    nodes, sentinels and cluster nodes (scraped through the exporter); empty lists leave a job
+    without targets (a Sentinel topology has no cluster nodes, a cluster no sentinels)."""
 
     prometheus: list[str]
     redis_exporter: list[str]
@@ -45,6 +48,7 @@ class ScrapeTargets:
     cart: list[str]
     redis: list[str]
     sentinel: list[str]
+    redis_cluster: list[str] = field(default_factory=list)
 
 
 def render_prometheus_config(
@@ -65,12 +69,13 @@ def render_prometheus_config(
         REDIS_EXPORTER_TARGETS=items(targets.redis_exporter),
         REDIS_TARGETS=items(targets.redis),
         SENTINEL_TARGETS=items(targets.sentinel),
+        REDIS_CLUSTER_TARGETS=items(targets.redis_cluster),
         REDIS_EXPORTER_ADDRESS=redis_exporter_address,
     )
 
 
 def start_observability(
-    topology: LocalTopology,
+    topology: LocalTopology | LocalCluster,
     ports: ObservabilityPorts,
     services: ServicePorts | None,
     *,
@@ -105,8 +110,7 @@ def start_observability(
             redis_exporter=[exporter] if exporter_program else [],
             gateway=[f"127.0.0.1:{services.gateway}"] if services else [],
             cart=[f"127.0.0.1:{services.cart}"] if services else [],
-            redis=_redis_urls(topology, topology.redis_nodes) if exporter_program else [],
-            sentinel=_redis_urls(topology, topology.sentinel_nodes) if exporter_program else [],
+            **(_redis_targets(topology) if exporter_program else {}),
         )
         config = render_prometheus_config(
             targets, redis_exporter_address=exporter, scrape_interval=scrape_interval
@@ -119,12 +123,30 @@ def start_observability(
     return [process for process, _ in started]
 
 
-def _redis_urls(topology: LocalTopology, nodes: list[Node]) -> list[str]:
+def _redis_targets(topology: LocalTopology | LocalCluster) -> dict[str, list[str]]:
+    """ScrapeTargets' redis, sentinel and redis_cluster lists: the Sentinel topology's nodes
+    and sentinels, or every node of the cluster (each scraped, so each one's view counts)."""
+    if isinstance(topology, LocalCluster):
+        return {"redis": [], "sentinel": [], "redis_cluster": _redis_urls(topology, topology.nodes)}
+    return {
+        "redis": _redis_urls(topology, topology.redis_nodes),
+        "sentinel": _redis_urls(topology, topology.sentinel_nodes),
+    }
+
+
+def _data_nodes(topology: LocalTopology | LocalCluster) -> list[Node]:
+    """The nodes that hold data (and so a password): not the sentinels."""
+    return topology.nodes if isinstance(topology, LocalCluster) else topology.redis_nodes
+
+
+def _redis_urls(topology: LocalTopology | LocalCluster, nodes: list[Node]) -> list[str]:
     scheme = "rediss" if topology.spec.secure else "redis"
     return [f"{scheme}://{node.address}" for node in nodes]
 
 
-def _start_redis_exporter(topology: LocalTopology, program: str, port: int) -> ManagedProcess:
+def _start_redis_exporter(
+    topology: LocalTopology | LocalCluster, program: str, port: int
+) -> ManagedProcess:
     directory = topology.run_dir / "redis_exporter"
     directory.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -141,7 +163,8 @@ def _start_redis_exporter(topology: LocalTopology, program: str, port: int) -> M
         # Secure mode: the `exporter` user over mutual TLS on nodes and sentinels, its
         # password in a 0600 file. No CONFIG GET (-config-command=-): it would hand the
         # exporter masterauth, and deploy/redis/users.acl does not allow it.
-        urls = _redis_urls(topology, [*topology.redis_nodes, *topology.sentinel_nodes])
+        sentinels = [] if isinstance(topology, LocalCluster) else topology.sentinel_nodes
+        urls = _redis_urls(topology, [*_data_nodes(topology), *sentinels])
         password_file = write_private(
             directory / "passwords.json",
             json.dumps(dict.fromkeys(urls, credentials.password("exporter"))),
@@ -161,7 +184,7 @@ def _start_redis_exporter(topology: LocalTopology, program: str, port: int) -> M
         passwords = directory / "passwords.json"
         passwords.unlink(missing_ok=True)
         passwords.touch(mode=0o600)
-        urls = _redis_urls(topology, topology.redis_nodes)
+        urls = _redis_urls(topology, _data_nodes(topology))
         passwords.write_text(json.dumps(dict.fromkeys(urls, topology.spec.password)))
         argv.append(f"-redis.password-file={passwords}")
     process = ManagedProcess(
@@ -177,7 +200,7 @@ def _start_redis_exporter(topology: LocalTopology, program: str, port: int) -> M
 
 
 def _start_prometheus(
-    topology: LocalTopology, program: str, port: int, config: str
+    topology: LocalTopology | LocalCluster, program: str, port: int, config: str
 ) -> ManagedProcess:
     directory = topology.run_dir / "prometheus"
     # Like the Redis nodes, every `up` starts from empty data.

@@ -21,8 +21,6 @@ from tests.chaos.scenarios import REJOIN_TIMEOUT, Observations, direct_write
 
 # cluster-node-timeout 1000: about 3 s to fail over, longer on a loaded 2-core machine.
 FAILOVER_TIMEOUT = 30.0
-MIGRATE_TIMEOUT_MS = 5000
-MIGRATE_KEYS_PER_CALL = 10
 # What a failing request may raise while a shard fails over or moves: the store is
 # unavailable (a 503 with Retry-After), or WAIT found no replica in time; never a refusal.
 OUTAGE_ERRORS = {"SessionStoreUnavailable", "DurabilityShortfall"}
@@ -39,19 +37,6 @@ def assert_failures_are_outages(record: RunRecord) -> None:
     assert refused == {}
 
 
-def live_masters(cluster: LocalCluster) -> list[Node]:
-    """The running nodes that report ROLE master."""
-    found = []
-    for node in cluster.nodes:
-        try:
-            with cluster.client(node) as client:
-                if probes.role(client)[0] == "master":
-                    found.append(node)
-        except redis.RedisError:
-            continue  # dead or paused
-    return found
-
-
 def keys_on(cluster: LocalCluster, node: Node) -> list[str]:
     """Every key a node holds itself (a master: the sessions of its slots)."""
     with cluster.client(node) as client:
@@ -60,7 +45,7 @@ def keys_on(cluster: LocalCluster, node: Node) -> list[str]:
 
 def busiest_master(cluster: LocalCluster) -> tuple[Node, list[str]]:
     """The master holding the most keys (here: sessions), and those keys."""
-    held = {node: keys_on(cluster, node) for node in live_masters(cluster)}
+    held = {node: keys_on(cluster, node) for node in cluster.live_masters()}
     node = max(held, key=lambda n: len(held[n]))
     return node, held[node]
 
@@ -220,7 +205,7 @@ async def reshard_live_slots(
     batch stays half-migrated (keys moved, slots MIGRATING) for `ask_seconds`, when clients
     get ASK; after SETSLOT NODE their stale maps get MOVED."""
     source, keys = await asyncio.to_thread(busiest_master, cluster)
-    target = next(n for n in await asyncio.to_thread(live_masters, cluster) if n != source)
+    target = next(n for n in await asyncio.to_thread(cluster.live_masters) if n != source)
     # The first slot of each shard stays: LocalCluster's waits find a shard's master by it.
     kept = {first for first, _ in cluster.spec.slot_ranges()}
     slots = sorted({key_slot(key.encode()) for key in keys} - kept)
@@ -228,14 +213,14 @@ async def reshard_live_slots(
     migrated, half_migrated = 0, []
     for i in range(0, len(slots), batch_slots):
         batch = slots[i : i + batch_slots]
-        migrated += await asyncio.to_thread(_migrate_keys, cluster, source, target, batch)
+        migrated += await asyncio.to_thread(cluster.open_slot_migration, source, target, batch)
         # From here to SETSLOT NODE, the batch's sessions are reached through ASK only.
         opened = record.now()
         await asyncio.sleep(ask_seconds)
         half_migrated.append(
             {"from": round(opened, 3), "to": round(record.now(), 3), "slots": batch}
         )
-        await asyncio.to_thread(_assign, cluster, source, target, batch)
+        await asyncio.to_thread(cluster.finish_slot_migration, source, target, batch)
     record.mark("heal", "resharding done")
     return {
         "source": source.name,
@@ -245,61 +230,6 @@ async def reshard_live_slots(
         "half_migrated": half_migrated,
         AFFECTED: sessions_of([key for key in keys if key_slot(key.encode()) in slots]),
     }
-
-
-def _migrate_keys(cluster: LocalCluster, source: Node, target: Node, slots: list[int]) -> int:
-    """Open `slots` for migration and MIGRATE their keys; returns how many moved."""
-    ids = {node: _node_id(cluster, node) for node in (source, target)}
-    with cluster.client(target) as to, cluster.client(source) as from_:
-        for slot in slots:
-            # The target first, as redis-cli does: a key moved already is then found there.
-            to.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
-            from_.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
-    return _move_keys(cluster, source, target, slots)
-
-
-def _move_keys(cluster: LocalCluster, source: Node, target: Node, slots: list[int]) -> int:
-    """MIGRATE what the source still holds of `slots`, a few keys per call."""
-    auth = _migrate_auth(cluster)
-    moved = 0
-    with cluster.client(source) as from_:
-        for slot in slots:
-            while keys := from_.execute_command(
-                "CLUSTER", "GETKEYSINSLOT", slot, MIGRATE_KEYS_PER_CALL
-            ):
-                from_.execute_command(
-                    "MIGRATE", target.host, target.port, "", 0, MIGRATE_TIMEOUT_MS,
-                    *auth, "KEYS", *keys,
-                )  # fmt: skip
-                moved += len(keys)
-    return moved
-
-
-def _assign(cluster: LocalCluster, source: Node, target: Node, slots: list[int]) -> None:
-    """Give `slots` to `target` for good: the target, then the source, then every other
-    master (as redis-cli does). A MIGRATING slot sends writes of keys it does not hold to
-    the target (ASK), so only a key the source held can be left there: moved first."""
-    target_id = _node_id(cluster, target)
-    others = [n for n in live_masters(cluster) if n not in (source, target)]
-    _move_keys(cluster, source, target, slots)
-    for node in [target, source, *others]:
-        with cluster.client(node) as client:
-            for slot in slots:
-                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
-
-
-def _migrate_auth(cluster: LocalCluster) -> list[str]:
-    login = cluster.login()
-    if login.password is None:
-        return []
-    if login.username:
-        return ["AUTH2", login.username, login.password]
-    return ["AUTH", login.password]
-
-
-def _node_id(cluster: LocalCluster, node: Node) -> str:
-    with cluster.client(node) as client:
-        return str(client.execute_command("CLUSTER", "MYID"))
 
 
 def _role(cluster: LocalCluster, node: Node) -> str:

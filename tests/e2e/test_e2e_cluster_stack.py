@@ -28,7 +28,7 @@ def test_the_cluster_stacks_services_share_a_session_stored_in_the_cluster(
             "--cluster-ports", ",".join(map(str, ports[:6])),
             "--cluster-bus-ports", ",".join(map(str, ports[6:12])),
             "--gateway-port", str(ports[12]), "--cart-port", str(ports[13]),
-            *run_dir,
+            "--no-observability", *run_dir,
         )  # fmt: skip
         assert up.returncode == 0, up.stderr
         session_id = login(gateway, "carol")

@@ -13,7 +13,7 @@ import redis
 
 from deploy.local.cluster import CLUSTER_STATE_FILE, SLOT_COUNT, ClusterSpec, LocalCluster
 from tests.integration.test_local_topology import live_processes_on
-from tests.support.topology_cli import run_topology_cli
+from tests.support.topology_cli import cluster_stack_port_flags, run_topology_cli
 
 pytestmark = pytest.mark.integration
 
@@ -164,7 +164,7 @@ def test_cli_up_in_cluster_mode_starts_only_redis_and_status_master_kill_down_wo
     try:
         up = run_topology_cli(
             "up", "--mode", "cluster", "--cluster-ports", node_ports,
-            "--cluster-bus-ports", bus_ports, "--no-services", *run_dir,
+            "--cluster-bus-ports", bus_ports, "--no-services", "--no-observability", *run_dir,
         )  # fmt: skip
         status = run_topology_cli("status", *run_dir)
         master = run_topology_cli("master", "16383", *run_dir)
@@ -176,8 +176,8 @@ def test_cli_up_in_cluster_mode_starts_only_redis_and_status_master_kill_down_wo
 
     assert up.returncode == 0, up.stderr
     assert "cluster_state:ok, 16384/16384 slots ok" in up.stdout
-    assert "redis_exporter and Prometheus do not run in Cluster mode yet" in up.stdout
     assert "gateway" not in status.stdout
+    assert "prometheus" not in status.stdout
     assert status.stdout.count(" alive ") == 6
     assert status.stdout.count(" master ") == 3
     assert master.stdout.strip() == f"127.0.0.1:{ports[2]}"
@@ -191,15 +191,7 @@ def test_cli_up_in_cluster_mode_starts_only_redis_and_status_master_kill_down_wo
 
 
 def cluster_up_flags(ports: list[int]) -> list[str]:
-    return [
-        "up",
-        "--mode",
-        "cluster",
-        "--cluster-ports",
-        ",".join(map(str, ports[:6])),
-        "--cluster-bus-ports",
-        ",".join(map(str, ports[6:12])),
-    ]
+    return ["up", *cluster_stack_port_flags(ports)]
 
 
 def test_up_with_a_bus_port_in_use_names_it_and_starts_nothing(

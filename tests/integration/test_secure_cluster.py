@@ -33,7 +33,7 @@ from tests.integration.test_local_topology import live_processes_on
 from tests.integration.test_secure_topology import REFUSED, stranger
 from tests.support import acl
 from tests.support.observers import RecordingObserver
-from tests.support.topology_cli import run_topology_cli
+from tests.support.topology_cli import cluster_stack_port_flags, run_topology_cli
 
 pytestmark = pytest.mark.integration
 
@@ -422,16 +422,13 @@ async def test_killing_the_master_of_a_sessions_slot_keeps_the_session_and_needs
 def test_cli_up_secure_in_cluster_mode_serves_a_login_over_tls_and_says_how_to_connect(
     tmp_path: Path, free_ports: FreePorts
 ) -> None:
-    ports = free_ports(14)
+    ports = free_ports(16)
     run_dir = tmp_path / "cli-secure-cluster"
     gateway = ports[12]
     try:
         up = run_topology_cli(
-            "up", "--mode", "cluster", "--secure", "--run-dir", str(run_dir),
-            "--cluster-ports", ",".join(map(str, ports[:6])),
-            "--cluster-bus-ports", ",".join(map(str, ports[6:12])),
-            "--gateway-port", str(gateway), "--cart-port", str(ports[13]),
-        )  # fmt: skip
+            "up", *cluster_stack_port_flags(ports), "--secure", "--run-dir", str(run_dir)
+        )
         assert up.returncode == 0, up.stderr
         login = httpx.post(
             f"http://127.0.0.1:{gateway}/login",
@@ -447,6 +444,17 @@ def test_cli_up_secure_in_cluster_mode_serves_a_login_over_tls_and_says_how_to_c
         environment = (run_dir / "services.env").read_text()
         environment_mode = stat.S_IMODE((run_dir / "services.env").stat().st_mode)
         cluster = LocalCluster(run_dir)
+        # What redis_exporter (when installed) reads of each node as the `exporter` user.
+        scrapes = [
+            httpx.get(
+                f"http://{process.address}/scrape",
+                params={"target": f"rediss://{node.address}"},
+                timeout=15.0,
+            ).text
+            for process in cluster.processes
+            if process.name == "redis_exporter"
+            for node in cluster.nodes
+        ]
         denied = denials(cluster)
         down = run_topology_cli("down", "--run-dir", str(run_dir))
     finally:
@@ -458,6 +466,7 @@ def test_cli_up_secure_in_cluster_mode_serves_a_login_over_tls_and_says_how_to_c
     assert cart.status_code == 201, cart.text
     assert "SESSIONLIB_REDIS__USERNAME=sessionlib" in environment
     assert environment_mode == 0o600
+    assert all("redis_cluster_state 1" in scrape for scrape in scrapes)
     assert denied == {}
     assert down.returncode == 0
     assert live_processes_on(ports) == []

@@ -48,7 +48,9 @@ def test_the_config_template_rendered_with_local_targets_is_a_valid_prometheus_c
 
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = {job["job_name"] for job in yaml.safe_load(config.read_text())["scrape_configs"]}
-    assert jobs == {"prometheus", "gateway", "cart", "redis_exporter", "redis", "sentinel"}
+    assert jobs == {
+        "prometheus", "gateway", "cart", "redis_exporter", "redis", "sentinel", "redis-cluster"
+    }  # fmt: skip
 
 
 def test_the_rule_files_are_valid() -> None:

@@ -47,3 +47,25 @@ def stack_port_flags(ports: list[int]) -> list[str]:
     if len(ports) < 10:
         flags.append("--no-observability")
     return flags
+
+
+def cluster_stack_port_flags(ports: list[int]) -> list[str]:
+    """`up --mode cluster` flags for 12 ports (6 nodes, their 6 bus ports), 14 (+ gateway,
+    cart) or 16 (+ Prometheus, redis_exporter). With fewer than 16, Prometheus and the exporter
+    stay off, as in stack_port_flags."""
+    names = ["--gateway-port", "--cart-port", "--prometheus-port", "--redis-exporter-port"]
+    if len(ports) not in (12, 14, 16):
+        raise ValueError(f"give 12, 14 or 16 ports, not {len(ports)}")
+    flags = [
+        "--mode",
+        "cluster",
+        "--cluster-ports",
+        ",".join(map(str, ports[:6])),
+        "--cluster-bus-ports",
+        ",".join(map(str, ports[6:12])),
+    ]
+    for name, port in zip(names, ports[12:], strict=False):
+        flags += [name, str(port)]
+    if len(ports) < 16:
+        flags.append("--no-observability")
+    return flags
