@@ -46,8 +46,14 @@ $(STAMP): pyproject.toml
 
 setup: system-packages $(STAMP) ## create .venv, install the project and Redis when missing
 
+# Two pytest-xdist workers, one test file each at a time: most tests wait on Redis (failovers,
+# timeouts), not on the CPU. The chaos suite runs alone afterwards: the load and timings under
+# a fault are what it measures, and its partitions change the host's routing rules.
+XDIST         := -n 2 --dist loadfile
+
 test: setup lint typecheck ## everything CI runs: lint, types, unit, integration, the installed wheel, oldest redis-py
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25 tests
+	$(PY) -m pytest -q -p no:cacheprovider $(XDIST) --durations=25 --ignore=tests/chaos tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=10 tests/chaos
 	$(MAKE) --no-print-directory test-min-deps
 
 test-unit: setup ## fast iteration: unit tests only
@@ -66,9 +72,15 @@ $(STAMP_MIN): pyproject.toml
 	$(PY_MIN) -m pip install -q -e '.[dev]' 'redis[hiredis]==$(REDIS_FLOOR)'
 	@touch $(STAMP_MIN)
 
+# The wheel holds sessionlib only: the local topology tool's own tests (deploy/local, which
+# users do not install) run once, in `make test`, not again on the oldest redis-py.
+MIN_DEPS_SKIP := --ignore=tests/integration/test_local_topology.py \
+                 --ignore=tests/integration/test_local_cluster.py
+
 test-min-deps: system-packages $(STAMP_MIN) ## unit and integration tests on the oldest redis-py pyproject allows
 	@mkdir -p .run
-	$(PY_MIN) -m pytest -q -p no:cacheprovider --durations=10 --basetemp=.run/pytest-min-deps tests/unit tests/integration
+	$(PY_MIN) -m pytest -q -p no:cacheprovider $(XDIST) --durations=10 \
+		--basetemp=.run/pytest-min-deps $(MIN_DEPS_SKIP) tests/unit tests/integration
 
 test-compose: setup ## docker-compose.ha.yml for real, plain and TLS: private dockerd, images built here, a failover each
 	bash scripts/ensure-system-packages.sh --with-docker
@@ -86,8 +98,10 @@ ps-ha: ## containers of the compose stack and their health
 test-observability: setup ## promtool rule tests, dashboards, every panel and rule against a live Prometheus
 	$(PY) -m pytest -q -p no:cacheprovider tests/observability
 
-dashboard-png: setup ## redraw docs/img/session-store-dashboard.png from a live run (~40 s)
-	SESSIONLIB_DASHBOARD_PNG=docs/img/session-store-dashboard.png $(PY) -m pytest -q -p no:cacheprovider tests/observability/test_live_observability.py -k png
+dashboard-png: setup ## redraw docs/img/{session-store,redis-cluster}-dashboard.png from live runs, Sentinel and Cluster (~80 s)
+	SESSIONLIB_DASHBOARD_PNG=docs/img/session-store-dashboard.png \
+	SESSIONLIB_CLUSTER_DASHBOARD_PNG=docs/img/redis-cluster-dashboard.png \
+	$(PY) -m pytest -q -p no:cacheprovider tests/observability/test_live_observability.py -k png
 
 test-helm: setup ## the Helm chart: strict lint, renders, Kubernetes 1.29/1.33 schemas, pod scripts vs real Redis
 	$(PY) -m pytest -q -p no:cacheprovider tests/helm
@@ -104,7 +118,7 @@ typecheck: setup ## mypy --strict on the library
 demo: setup ## the main job: the local HA stack, a login, a cart, a killed master, nothing lost (SECURE=1: TLS + ACL; MODE=cluster: Redis Cluster)
 	$(PY) -m deploy.local.demo $(MODE_FLAG) $(SECURE_FLAG)
 
-up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart (+ redis_exporter, Prometheus when installed) on 127.0.0.1 (SECURE=1: TLS + ACL; HAPROXY=1: master endpoint; MODE=cluster: Redis Cluster 7001-7006 + gateway + cart)
+up-local: setup ## start 3 Redis + 3 Sentinels + gateway + cart (+ redis_exporter, Prometheus when installed) on 127.0.0.1 (SECURE=1: TLS + ACL; HAPROXY=1: master endpoint; MODE=cluster: Redis Cluster 7001-7006 + gateway + cart + the same exporter/Prometheus)
 	$(TOPOLOGY) up $(MODE_FLAG) $(SECURE_FLAG) $(HAPROXY_FLAG)
 
 down-local: setup ## stop everything up-local started

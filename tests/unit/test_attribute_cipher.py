@@ -93,8 +93,14 @@ def test_encryption_without_a_key_is_refused_naming_the_variable():
         load_settings("dev", session={"encryption": {"enabled": True}})
 
 
+# Fixed 32-byte keys, so every pytest-xdist worker collects the same test ids.
+_A_KEY = key_text(bytes(range(32)))
+
+
 @pytest.mark.parametrize(
-    "bad", ["short-key-value", key_text(new_key())[:-3], key_text(new_key()) + "AAAA", "a b"]
+    "bad",
+    ["short-key-value", _A_KEY[:-3], _A_KEY + "AAAA", "a b"],
+    ids=["short", "truncated", "too-long", "space"],
 )
 def test_a_malformed_key_is_refused_naming_the_variable_and_never_shown(bad):
     with pytest.raises(ConfigurationError, match=KEYS_VARIABLE) as refused:
