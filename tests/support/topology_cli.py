@@ -33,7 +33,6 @@ def stack_port_flags(ports: list[int]) -> list[str]:
     """`up` flags for 6 ports (Redis, Sentinel), 8 (+ gateway, cart) or 10 (+ Prometheus,
     redis_exporter). With fewer than 10, Prometheus and the exporter stay off: a running
     `make up-local` may hold their default ports."""
-    names = ["--gateway-port", "--cart-port", "--prometheus-port", "--redis-exporter-port"]
     if len(ports) not in (6, 8, 10):
         raise ValueError(f"give 6, 8 or 10 ports, not {len(ports)}")
     flags = [
@@ -42,18 +41,13 @@ def stack_port_flags(ports: list[int]) -> list[str]:
         "--sentinel-ports",
         ",".join(map(str, ports[3:6])),
     ]
-    for name, port in zip(names, ports[6:], strict=False):
-        flags += [name, str(port)]
-    if len(ports) < 10:
-        flags.append("--no-observability")
-    return flags
+    return _with_services(flags, ports[6:])
 
 
 def cluster_stack_port_flags(ports: list[int]) -> list[str]:
     """`up --mode cluster` flags for 12 ports (6 nodes, their 6 bus ports), 14 (+ gateway,
     cart) or 16 (+ Prometheus, redis_exporter). With fewer than 16, Prometheus and the exporter
     stay off, as in stack_port_flags."""
-    names = ["--gateway-port", "--cart-port", "--prometheus-port", "--redis-exporter-port"]
     if len(ports) not in (12, 14, 16):
         raise ValueError(f"give 12, 14 or 16 ports, not {len(ports)}")
     flags = [
@@ -64,8 +58,15 @@ def cluster_stack_port_flags(ports: list[int]) -> list[str]:
         "--cluster-bus-ports",
         ",".join(map(str, ports[6:12])),
     ]
-    for name, port in zip(names, ports[12:], strict=False):
+    return _with_services(flags, ports[12:])
+
+
+def _with_services(flags: list[str], ports: list[int]) -> list[str]:
+    """`flags` plus the ports of gateway, cart, Prometheus and redis_exporter, as many as
+    given; without the last two, Prometheus and the exporter stay off."""
+    names = ["--gateway-port", "--cart-port", "--prometheus-port", "--redis-exporter-port"]
+    for name, port in zip(names, ports, strict=False):
         flags += [name, str(port)]
-    if len(ports) < 16:
+    if len(ports) < len(names):
         flags.append("--no-observability")
     return flags
