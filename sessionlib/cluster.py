@@ -2,9 +2,13 @@
 off (MOVED and ASK stay with it) and each reload of its slot map reported.
 
 sessionlib's one retry layer (resilience.py) retries everything else, so attempts stay
-bounded and counted in one place. Two things the client cannot do are added here: a
-command followed by another on the same connection of the owning node (a `WAIT` counts
-only the writes of its own connection), following MOVED and ASK for that pair itself.
+bounded and counted in one place. What the client cannot do is added here: a command
+followed by another on the same connection of the owning node (a `WAIT` counts only the
+writes of its own connection), following MOVED and ASK for that pair itself, and reads
+from a slot's replicas. Where the client is wrong it is worked around here too, each with
+its test: connections kept out of a node's pool after a failed send (`_send_together`,
+`_ReleasingNode`), the command table reloaded from a lost master (`_CommandTable`), and
+error wrappers the retry layer could not classify (`SessionCluster.initialize`).
 """
 
 from __future__ import annotations
