@@ -110,16 +110,20 @@ async def tls_session_refusal(
         return None
     try:
         writer.write(b"PING\r\n")
-        await asyncio.wait_for(reader.readline(), timeout)
+        line = await asyncio.wait_for(reader.readline(), timeout)
     except ssl.SSLError as exc:
         return f"refused the TLS session: {exc.reason or exc}"
+    except (ConnectionResetError, BrokenPipeError):
+        line = b""  # TLS 1.3: the reset may overtake the alert that says why
     except (OSError, TimeoutError):
         return None
     finally:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
-    return None
+    # Closed right after a handshake it completed, without a word: the node took the
+    # session, then refused it (a client certificate it does not accept).
+    return None if line else "closed the TLS session after the handshake (client certificate?)"
 
 
 async def speaks_plaintext(host: str, port: int, timeout: float) -> bool:

@@ -87,9 +87,11 @@ class DiagnosingConnection(Connection):
     async def _refusal(self, exc: Exception) -> redis_errors.ConnectionError | None:
         host, port = str(self.host), int(self.port)
         timeout = min(self.socket_connect_timeout or 1.0, 1.0)
-        cut_off = isinstance(exc.__context__, ConnectionResetError | BrokenPipeError) or (
-            "closed by server" in str(exc)
-        )
+        # Cut off by the node: a reset, or (TLS 1.3, a client certificate refused after the
+        # handshake) the node's alert read where the first reply was expected.
+        cut_off = isinstance(
+            exc.__context__, ConnectionResetError | BrokenPipeError | ssl.SSLError
+        ) or ("closed by server" in str(exc))
         if isinstance(self, SSLConnection):
             if isinstance(exc, redis_errors.TimeoutError) and await speaks_plaintext(
                 host, port, timeout
