@@ -3,17 +3,30 @@ Everything runs on ports of its own in a tmp dir, so tests never meet a `make up
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from deploy.local.processes import find_free_ports
+from deploy.local.processes import FREE_PORT_RANGE, FREE_PORT_RANGE_VARIABLE, find_free_ports
 from deploy.local.spec import TopologySpec
 from deploy.local.standalone import StandaloneRedis
 from deploy.local.topology import LocalTopology
 
 __all__ = ["find_free_ports"]  # tests import it from here too
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker (and what it starts) picks free ports from a slice of
+    its own: a port one worker found free could otherwise be bound by another first."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or workers < 2:
+        return
+    width = len(FREE_PORT_RANGE) // workers
+    start = FREE_PORT_RANGE.start + int(worker.removeprefix("gw")) * width
+    os.environ[FREE_PORT_RANGE_VARIABLE] = f"{start}-{start + width}"
 
 
 @pytest.fixture

@@ -115,14 +115,33 @@ def port_in_use(host: str, port: int) -> bool:
 # 26380-26382, 8080, 8081, 9090, 9121).
 FREE_PORT_RANGE = range(20000, 26000)
 
+# "start-end" (end excluded): a slice of FREE_PORT_RANGE for this process and its children.
+# Parallel test workers each get their own, since a port found free by one can be taken by
+# another before its server binds it.
+FREE_PORT_RANGE_VARIABLE = "SESSIONLIB_FREE_PORT_RANGE"
+
+
+def free_port_range() -> range:
+    """The ports `find_free_ports` picks from: FREE_PORT_RANGE, or the slice named in
+    `SESSIONLIB_FREE_PORT_RANGE`."""
+    named = os.environ.get(FREE_PORT_RANGE_VARIABLE)
+    if not named:
+        return FREE_PORT_RANGE
+    start, _, end = named.partition("-")
+    try:
+        return range(int(start), int(end))
+    except ValueError:
+        raise ValueError(f"{FREE_PORT_RANGE_VARIABLE} must be 'start-end', not {named!r}") from None
+
 
 def find_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """`count` distinct ports on `host` that nothing listens on right now (for tests and
     benchmarks that run beside a `make up-local`)."""
+    ports = free_port_range()
     chosen: list[int] = []
     while len(chosen) < count:
         # Random rather than sequential, so two runs side by side rarely pick the same.
-        port = random.choice(FREE_PORT_RANGE)  # noqa: S311 - spreading, not secrecy
+        port = random.choice(ports)  # noqa: S311 - spreading, not secrecy
         if port not in chosen and not port_in_use(host, port):
             chosen.append(port)
     return chosen
