@@ -26,6 +26,8 @@ MODE_FLAG     := $(if $(MODE),--mode $(MODE))
 # issued on the host with the project's Python, hence `setup` first.
 TLS           ?=
 HA_TLS        := $(if $(filter 1 yes true,$(TLS)),1,0)
+# `make up-ha MODE=cluster`: the compose stack on a Redis Cluster (docker-compose.cluster.yml).
+HA_MODE       := $(if $(MODE),$(MODE),sentinel)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-packages test test-unit test-integration test-packaging test-helm test-compose \
@@ -82,18 +84,18 @@ test-min-deps: system-packages $(STAMP_MIN) ## unit and integration tests on the
 	$(PY_MIN) -m pytest -q -p no:cacheprovider $(XDIST) --durations=10 \
 		--basetemp=.run/pytest-min-deps $(MIN_DEPS_SKIP) tests/unit tests/integration
 
-test-compose: setup ## docker-compose.ha.yml for real, plain and TLS: private dockerd, images built here, a failover each
+test-compose: setup ## docker-compose.ha.yml (plain, TLS) and docker-compose.cluster.yml for real: private dockerd, images built here, a failover each
 	bash scripts/ensure-system-packages.sh --with-docker
 	SESSIONLIB_COMPOSE_ENGINE=1 $(PY) -m pytest -q -p no:cacheprovider tests/compose
 
-up-ha: $(if $(filter 1,$(HA_TLS)),setup) ## the compose HA stack (docker-compose.ha.yml), Compose v2 or v1; makes .env on first use (TLS=1: TLS + ACL)
-	HA_TLS=$(HA_TLS) bash deploy/compose/ha.sh up
+up-ha: $(if $(filter 1,$(HA_TLS)),setup) ## the compose HA stack (docker-compose.ha.yml; MODE=cluster: docker-compose.cluster.yml), Compose v2 or v1; makes .env on first use (TLS=1: TLS + ACL)
+	HA_TLS=$(HA_TLS) HA_MODE=$(HA_MODE) bash deploy/compose/ha.sh up
 
 down-ha: ## stop the compose stack (volumes kept; `deploy/compose/ha.sh down -v` drops them; TLS=1 as for up-ha)
-	HA_TLS=$(HA_TLS) bash deploy/compose/ha.sh down
+	HA_TLS=$(HA_TLS) HA_MODE=$(HA_MODE) bash deploy/compose/ha.sh down
 
 ps-ha: ## containers of the compose stack and their health
-	HA_TLS=$(HA_TLS) bash deploy/compose/ha.sh ps
+	HA_TLS=$(HA_TLS) HA_MODE=$(HA_MODE) bash deploy/compose/ha.sh ps
 
 test-observability: setup ## promtool rule tests, dashboards, every panel and rule against a live Prometheus
 	$(PY) -m pytest -q -p no:cacheprovider tests/observability

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs docker-compose.ha.yml with whichever Compose this machine has: v2 (`docker compose`)
-# when it answers, else v1 (`docker-compose`). Behind `make up-ha`, `make down-ha`, `make ps-ha`.
+# Runs docker-compose.ha.yml (Sentinel) or, with HA_MODE=cluster, docker-compose.cluster.yml
+# (Redis Cluster) with whichever Compose this machine has: v2 (`docker compose`) when it
+# answers, else v1 (`docker-compose`). Behind `make up-ha`, `make down-ha`, `make ps-ha`
+# (MODE=cluster for the Cluster stack).
 #
 #   deploy/compose/ha.sh up [SERVICE...]   create .env if missing, start, wait until healthy
 #   deploy/compose/ha.sh down [-v]         stop and remove containers (-v: and the data volumes)
@@ -9,17 +11,24 @@
 #   deploy/compose/ha.sh ps | build | config | logs [ARGS...]
 #   deploy/compose/ha.sh compose ARGS...   any other compose command, same files and project
 #
-# Environment: HA_ENV_FILE (default .env); HA_NETWORK=host for host networking on Linux
-# (deploy/compose/hostnet.yml, see below); HA_TLS=1 for the TLS variant (deploy/compose/tls.yml,
+# Environment: HA_ENV_FILE (default .env); HA_MODE=sentinel (default) or cluster;
+# HA_NETWORK=host for host networking on Linux (deploy/compose/hostnet.yml or
+# hostnet-cluster.yml, see below); HA_TLS=1 (Sentinel stack only) for the TLS variant (deploy/compose/tls.yml,
 # certificates issued once into HA_TLS_DIR, default .run/compose/tls, with HA_PYTHON, default
 # .venv/bin/python); HA_OVERRIDES (more compose files, space-separated);
-# HA_PROJECT (default sessionlib-ha); HA_COMPOSE (force "docker compose" or "docker-compose");
+# HA_PROJECT (default sessionlib-ha, sessionlib-ha-cluster for the Cluster stack: the two never
+# share containers or volumes); HA_COMPOSE (force "docker compose" or "docker-compose");
 # HA_WAIT_SECONDS (default 300).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 env_file=${HA_ENV_FILE:-$root/.env}
-project=${HA_PROJECT:-sessionlib-ha}
+mode=${HA_MODE:-sentinel}
+if [[ $mode == cluster ]]; then
+	project=${HA_PROJECT:-sessionlib-ha-cluster}
+else
+	project=${HA_PROJECT:-sessionlib-ha}
+fi
 network=${HA_NETWORK:-bridge}
 tls=${HA_TLS:-0}
 tls_dir=${HA_TLS_DIR:-$root/.run/compose/tls}
@@ -52,8 +61,13 @@ run_compose() {
 
 select_files() {
 	local override
-	files=(-f "$root/docker-compose.ha.yml")
-	[[ $network == host ]] && files+=(-f "$root/deploy/compose/hostnet.yml")
+	if [[ $mode == cluster ]]; then
+		files=(-f "$root/docker-compose.cluster.yml")
+		[[ $network == host ]] && files+=(-f "$root/deploy/compose/hostnet-cluster.yml")
+	else
+		files=(-f "$root/docker-compose.ha.yml")
+		[[ $network == host ]] && files+=(-f "$root/deploy/compose/hostnet.yml")
+	fi
 	# After hostnet.yml: it only adds to the services, whatever network they are on.
 	[[ $tls == 1 ]] && files+=(-f "$root/deploy/compose/tls.yml")
 	for override in ${HA_OVERRIDES:-}; do
@@ -154,7 +168,7 @@ wait_healthy() {
 }
 
 print_endpoints() {
-	local host
+	local host n
 	host=$(env_value HA_BIND_ADDRESS 127.0.0.1)
 	cat <<EOF
 ha.sh: the HA stack is up (project $project)
@@ -163,8 +177,12 @@ ha.sh: the HA stack is up (project $project)
   Prometheus     http://$host:$(env_value PROMETHEUS_PORT 9090)
   Grafana        http://$host:$(env_value GRAFANA_PORT 3000)   (user admin, GRAFANA_ADMIN_PASSWORD in .env)
   redis_exporter http://$host:$(env_value REDIS_EXPORTER_PORT 9121)/metrics
-  sentinels      ports $(env_value SENTINEL_1_PORT 26380) $(env_value SENTINEL_2_PORT 26381) $(env_value SENTINEL_3_PORT 26382), master name $(env_value REDIS_MASTER_NAME mymaster)
 EOF
+	if [[ $mode == cluster ]]; then
+		echo "  cluster nodes  ports$(for n in 1 2 3 4 5 6; do printf ' %s' "$(env_value "CLUSTER_${n}_PORT" $((7000 + n)))"; done) (redis-cli -c --user admin)"
+	else
+		echo "  sentinels      ports $(env_value SENTINEL_1_PORT 26380) $(env_value SENTINEL_2_PORT 26381) $(env_value SENTINEL_3_PORT 26382), master name $(env_value REDIS_MASTER_NAME mymaster)"
+	fi
 }
 
 main() {
@@ -172,6 +190,11 @@ main() {
 	[[ -n $command ]] || die "usage: ha.sh up|down|stop|start|ps|build|config|logs|compose [ARGS...]"
 	shift
 	[[ $network == bridge || $network == host ]] || die "HA_NETWORK is bridge or host"
+	[[ $mode == sentinel || $mode == cluster ]] || die "HA_MODE (make's MODE) is sentinel or cluster"
+	if [[ $mode == cluster && $tls == 1 ]]; then
+		die "TLS=1 is not wired for the compose Cluster stack yet; the local topology" \
+			"(make up-local SECURE=1 MODE=cluster) and the Helm chart run Cluster mode over TLS"
+	fi
 	detect_compose
 	case $command in
 	down | stop | ps | logs)

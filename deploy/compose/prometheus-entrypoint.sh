@@ -17,13 +17,17 @@ entrypoint=prometheus-entrypoint
 source_dir=${SESSIONLIB_PROMETHEUS_DIR:-/etc/sessionlib/prometheus}
 config=${SESSIONLIB_PROMETHEUS_CONFIG:-/prometheus/prometheus.yml}
 
-need PROMETHEUS_TARGETS GATEWAY_TARGETS CART_TARGETS REDIS_EXPORTER_TARGETS REDIS_TARGETS \
-	SENTINEL_TARGETS REDIS_EXPORTER_ADDRESS
+need PROMETHEUS_TARGETS GATEWAY_TARGETS CART_TARGETS REDIS_EXPORTER_TARGETS REDIS_EXPORTER_ADDRESS
 SCRAPE_INTERVAL=${SCRAPE_INTERVAL:-15s}
 RULES_DIR=$source_dir
-# Cluster nodes: none unless the stack runs a Redis Cluster.
+# Sentinel-mode nodes and sentinels (docker-compose.ha.yml) or cluster nodes
+# (docker-compose.cluster.yml): the jobs of the other mode stay empty.
+REDIS_TARGETS=${REDIS_TARGETS:-}
+SENTINEL_TARGETS=${SENTINEL_TARGETS:-}
 REDIS_CLUSTER_TARGETS=${REDIS_CLUSTER_TARGETS:-}
-export SCRAPE_INTERVAL RULES_DIR REDIS_CLUSTER_TARGETS
+[ -n "$REDIS_TARGETS$REDIS_CLUSTER_TARGETS" ] ||
+	die "REDIS_TARGETS (Sentinel mode) or REDIS_CLUSTER_TARGETS (Cluster mode) must name the nodes"
+export SCRAPE_INTERVAL RULES_DIR REDIS_TARGETS SENTINEL_TARGETS REDIS_CLUSTER_TARGETS
 render "$source_dir/prometheus.yml" "$config"
 [ -n "${SESSIONLIB_RENDER_ONLY:-}" ] && exit 0
 exec /bin/prometheus --config.file="$config" "$@"

@@ -387,7 +387,9 @@ sentinel sentinel-pass $SENTINEL_PASSWORD"
 # so this one-shot container writes the file into a volume the exporter mounts read-only,
 # readable by the exporter's user only.
 exporter_passwords() {
-	need EXPORTER_REDIS_TARGETS EXPORTER_SENTINEL_TARGETS EXPORTER_PASSWORD
+	# No sentinels in Cluster mode (docker-compose.cluster.yml).
+	need EXPORTER_REDIS_TARGETS EXPORTER_PASSWORD
+	EXPORTER_SENTINEL_TARGETS=${EXPORTER_SENTINEL_TARGETS:-}
 	out=${EXPORTER_PASSWORD_FILE:-/secrets/redis-passwords.json}
 	quoted=$(quote "$EXPORTER_PASSWORD")
 	{

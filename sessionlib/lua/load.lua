@@ -17,13 +17,17 @@ if not (meta._accessed and meta._idle and meta._abs) then return {0} end
 -- Redis' clock, not the caller's: every service then agrees on expiry.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The writes below are pcalls: a master that may not write right now (min-replicas-to-write
+-- unmet while its replicas are gone, or out of memory) still answers the read. An expired
+-- session is gone either way; an unslid TTL slides at a later read.
 if now >= meta._abs then
-  redis.call('DEL', KEYS[1])
+  redis.pcall('DEL', KEYS[1])
   return {0}
 end
 local idle_ms = meta._idle * 1000
 local throttle = math.min(tonumber(ARGV[1]), math.floor(idle_ms / 4))
 if now - meta._accessed < throttle then return {0, fields} end
-redis.call('HSET', KEYS[1], '_accessed', now)
+local refused = redis.pcall('HSET', KEYS[1], '_accessed', now)
+if type(refused) == 'table' and refused.err then return {0, fields} end
 redis.call('PEXPIRE', KEYS[1], math.min(idle_ms, meta._abs - now))
 return {1, fields}

@@ -1,6 +1,7 @@
-"""docker-compose.ha.yml brought up for real on a private Docker engine, in host-network mode,
-plain or TLS (deploy/compose/tls.yml). The test's own ports and passwords go into an env file;
-deploy/compose/ha.sh does the rest, certificates included."""
+"""docker-compose.ha.yml (Sentinel; plain or TLS, deploy/compose/tls.yml) or
+docker-compose.cluster.yml (Redis Cluster) brought up for real on a private Docker engine, in
+host-network mode. The test's own ports and passwords go into an env file; deploy/compose/ha.sh
+does the rest, certificates included."""
 
 from __future__ import annotations
 
@@ -13,13 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
+from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
 from deploy.compose.engine import PrivateDockerEngine
 
 REPO = Path(__file__).resolve().parents[2]
 HA_SCRIPT = REPO / "deploy" / "compose" / "ha.sh"
+SERVICE_PORT_NAMES = (
+    "GATEWAY_PORT",
+    "CART_PORT",
+    "REDIS_EXPORTER_PORT",
+    "PROMETHEUS_PORT",
+    "GRAFANA_PORT",
+)
 PORT_NAMES = (
     "REDIS_1_PORT",
     "REDIS_2_PORT",
@@ -27,12 +37,11 @@ PORT_NAMES = (
     "SENTINEL_1_PORT",
     "SENTINEL_2_PORT",
     "SENTINEL_3_PORT",
-    "GATEWAY_PORT",
-    "CART_PORT",
-    "REDIS_EXPORTER_PORT",
-    "PROMETHEUS_PORT",
-    "GRAFANA_PORT",
+    *SERVICE_PORT_NAMES,
 )
+# docker-compose.cluster.yml: cluster-1..3 start as masters, cluster-4..6 as their replicas.
+CLUSTER_NODES = tuple(f"cluster-{n}" for n in range(1, 7))
+CLUSTER_PORT_NAMES = (*(f"CLUSTER_{n}_PORT" for n in range(1, 7)), *SERVICE_PORT_NAMES)
 # Grafana is not in Debian, so there is no stand-in for it: the run names every other service,
 # and Compose starts exactly those (and what they depend on).
 SERVICES = (
@@ -47,6 +56,7 @@ SERVICES = (
     "gateway",
     "prometheus",
 )
+CLUSTER_SERVICES = (*CLUSTER_NODES, "redis-exporter", "cart", "gateway", "prometheus")
 MASTER_NAME = "mymaster"
 # The users of deploy/redis/users.acl, each with its password in the env file.
 ACL_USERS = ("admin", "sessionlib", "replica", "sentinel", "exporter")
@@ -54,7 +64,8 @@ ACL_USERS = ("admin", "sessionlib", "replica", "sentinel", "exporter")
 
 @dataclass
 class HaStack:
-    """One project of docker-compose.ha.yml on `engine`, configured by `env_file`."""
+    """One project of docker-compose.ha.yml (or, in mode "cluster", docker-compose.cluster.yml)
+    on `engine`, configured by `env_file`."""
 
     engine: PrivateDockerEngine
     env_file: Path
@@ -63,6 +74,7 @@ class HaStack:
     passwords: dict[str, str] = field(repr=False)
     # The TLS variant: certificates issued by ha.sh into tls_dir.
     tls_dir: Path | None = None
+    mode: str = "sentinel"
     # Seconds per step, written to .run/compose/timings-<variant>.json at the end of the run.
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -74,15 +86,19 @@ class HaStack:
         ports: list[int],
         project: str,
         tls: bool = False,
+        mode: str = "sentinel",
     ) -> HaStack:
-        """Write the env file for a run on `ports` (as many as PORT_NAMES)."""
+        """Write the env file for a run on `ports` (as many as PORT_NAMES, or
+        CLUSTER_PORT_NAMES in mode "cluster")."""
+        names = CLUSTER_PORT_NAMES if mode == "cluster" else PORT_NAMES
         stack = cls(
             engine=engine,
             env_file=directory / "ha.env",
             project=project,
-            ports=dict(zip(PORT_NAMES, ports, strict=True)),
+            ports=dict(zip(names, ports, strict=True)),
             passwords={user: secrets.token_hex(16) for user in ACL_USERS},
             tls_dir=directory / "tls" if tls else None,
+            mode=mode,
         )
         lines = [f"{name}={port}" for name, port in stack.ports.items()]
         lines += [f"REDIS_{user.upper()}_PASSWORD={pw}" for user, pw in stack.passwords.items()]
@@ -91,6 +107,8 @@ class HaStack:
             # The local topology's timings (DESIGN §6), so a failover takes seconds.
             "SENTINEL_DOWN_AFTER_MS=1000",
             "SENTINEL_FAILOVER_TIMEOUT_MS=3000",
+            # As the local topology's Cluster mode (DESIGN §3a).
+            "CLUSTER_NODE_TIMEOUT_MS=1000",
             "PROMETHEUS_SCRAPE_INTERVAL=1s",
         ]
         stack.env_file.write_text("\n".join(lines) + "\n")
@@ -103,6 +121,7 @@ class HaStack:
             HA_ENV_FILE=str(self.env_file),
             HA_NETWORK="host",
             HA_PROJECT=self.project,
+            HA_MODE=self.mode,
             HA_WAIT_SECONDS="240",
         )
         if self.tls_dir is not None:
@@ -126,6 +145,23 @@ class HaStack:
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[f'{service.upper()}_PORT']}"
+
+    def scrape_targets(self) -> dict[str, str]:
+        """Prometheus' health of each target, keyed "<job> <instance>"."""
+        answer = httpx.get(f"{self.url('prometheus')}/api/v1/targets", timeout=5).json()
+        return {
+            f"{t['labels']['job']} {t['labels']['instance']}": t["health"]
+            for t in answer["data"]["activeTargets"]
+        }
+
+    def wait_every_target_up(self) -> list[str]:
+        """Until Prometheus scrapes every target; the job of each."""
+        wait_until(
+            lambda: set(self.scrape_targets().values()) == {"up"},
+            timeout=60,
+            what="every Prometheus target up",
+        )
+        return [target.split()[0] for target in self.scrape_targets()]
 
     def container(self, service: str) -> str:
         """The id of `service`'s container, found by the labels Compose v1 and v2 both set."""
@@ -177,6 +213,29 @@ class HaStack:
     def master_client(self) -> redis.Redis:
         client: redis.Redis = self.sentinel().master_for(MASTER_NAME, decode_responses=True)
         return client
+
+    def cluster(self) -> RedisCluster:
+        """The admin user on the Cluster stack, from the host."""
+        return RedisCluster(
+            host="127.0.0.1",
+            port=self.ports["CLUSTER_1_PORT"],
+            decode_responses=True,
+            **self.login(),
+        )
+
+    def cluster_node(self, service: str) -> redis.Redis:
+        """The admin user on one node of the Cluster stack (cluster-1..6), from the host."""
+        port = self.ports[f"CLUSTER_{service.rsplit('-', 1)[1]}_PORT"]
+        return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, **self.login())
+
+    def cluster_service_owning(self, key: str) -> str:
+        """The node (cluster-1..6) that serves the slot of `key` now."""
+        with self.cluster() as cluster:
+            port = cluster.get_node_from_key(key).port
+        for service in CLUSTER_NODES:
+            if self.ports[f"CLUSTER_{service.rsplit('-', 1)[1]}_PORT"] == port:
+                return service
+        raise AssertionError(f"no node of the stack listens on {port}")
 
     def node(self, service: str) -> redis.Redis:
         """The admin user on one Redis node (redis-1..3), from the host."""
@@ -240,6 +299,21 @@ class HaStack:
             check=False,
         )
         path.write_text(with_logs.stdout + with_logs.stderr)
+
+
+def log_in(client: httpx.Client, user: str) -> str:
+    """POST /login on the gateway as `user`; the new session id."""
+    answer = client.post("/login", json={"username": user, "password": "demo"})
+    assert answer.status_code == 200, answer.text
+    return answer.headers["X-Session-Id"]
+
+
+def readiness(state: dict[str, object]) -> str:
+    """ "healthy" or, for a container without a healthcheck, "running"; else what it is."""
+    health = state.get("Health")
+    if isinstance(health, dict) and state["Status"] == "running":
+        return str(health["Status"])
+    return str(state["Status"])
 
 
 def wait_until(condition: object, timeout: float, what: str, interval: float = 0.5) -> None:

@@ -1,5 +1,6 @@
-"""docker-compose.ha.yml and its helpers checked without a Docker engine (part of `make test`):
-the Compose spec, Compose v1's own parser, the .env contract, ha.sh, and the entrypoints."""
+"""docker-compose.ha.yml, docker-compose.cluster.yml and their helpers checked without a Docker
+engine (part of `make test`): the Compose spec, Compose v1's own parser, the .env contract,
+ha.sh, and the entrypoints."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ from tests.compose.stack import HA_SCRIPT, REPO
 COMPOSE_FILE = REPO / "docker-compose.ha.yml"
 HOSTNET_FILE = REPO / "deploy" / "compose" / "hostnet.yml"
 TLS_FILE = REPO / "deploy" / "compose" / "tls.yml"
+CLUSTER_FILE = REPO / "docker-compose.cluster.yml"
+HOSTNET_CLUSTER_FILE = REPO / "deploy" / "compose" / "hostnet-cluster.yml"
+ALL_FILES = (COMPOSE_FILE, HOSTNET_FILE, TLS_FILE, CLUSTER_FILE, HOSTNET_CLUSTER_FILE)
 # gateway and cart: one stage each on a shared base stage.
 SERVICES_DOCKERFILE = REPO / "services" / "Dockerfile"
 # Variables the compose files read that deploy/compose/ha.sh sets itself, not .env.
@@ -69,8 +73,11 @@ def _ha(*args: str, env_file: Path, network: str = "bridge", **env: str) -> str:
     )
 
 
-def _compose_config(tmp_path: Path, network: str, tls: bool = False) -> dict[str, object]:
+def _compose_config(
+    tmp_path: Path, network: str, tls: bool = False, mode: str = "sentinel"
+) -> dict[str, object]:
     variant = {"HA_TLS": "1", "HA_TLS_DIR": str(tmp_path / "tls")} if tls else {}
+    variant["HA_MODE"] = mode
     config: dict[str, object] = yaml.safe_load(
         _ha(
             "config",
@@ -108,24 +115,22 @@ def test_compose_files_follow_the_compose_spec() -> None:
             str(checker),
             "--builtin-schema",
             "vendor.compose-spec",
-            str(COMPOSE_FILE),
-            str(HOSTNET_FILE),
-            str(TLS_FILE),
+            *map(str, ALL_FILES),
         ]
     )
 
     assert "ok" in output
 
 
+@pytest.mark.parametrize("mode", ["sentinel", "cluster"])
 @pytest.mark.parametrize("network", ["bridge", "host"])
 def test_docker_compose_v1_accepts_the_stack_in_both_network_modes(
-    tmp_path: Path, network: str, docker_compose_v1: str
+    tmp_path: Path, network: str, mode: str, docker_compose_v1: str
 ) -> None:
-    output = _ha(
-        "config", env_file=_env_file(tmp_path), network=network, HA_COMPOSE="docker-compose"
-    )
+    services = _compose_config(tmp_path, network, mode=mode)["services"]
+    assert isinstance(services, dict)
 
-    services = yaml.safe_load(output)["services"]
+    # Sentinel: 3 nodes and 3 sentinels; Cluster: 6 nodes; then the same six others.
     assert len(services) == 12
     modes = {s.get("network_mode", "default") for s in services.values()}
     assert modes == ({"host"} if network == "host" else {"default"})
@@ -161,7 +166,7 @@ def test_compose_refuses_to_start_without_passwords(tmp_path: Path, docker_compo
 
 def test_every_variable_the_files_read_is_documented_in_env_example() -> None:
     used = set()
-    for path in (COMPOSE_FILE, HOSTNET_FILE, TLS_FILE):
+    for path in ALL_FILES:
         used |= set(re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", path.read_text()))
     documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), flags=re.M))
 
@@ -427,6 +432,66 @@ def test_ha_script_down_without_env_file_starts_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "missing.env").exists()
 
 
+# --- the Cluster stack (docker-compose.cluster.yml) -----------------------------------------
+
+
+@pytest.mark.parametrize("network", ["bridge", "host"])
+def test_the_cluster_stack_pairs_each_master_with_a_replica_and_services_wait_for_every_node(
+    tmp_path: Path, network: str, docker_compose_v1: str
+) -> None:
+    services = _compose_config(tmp_path, network, mode="cluster")["services"]
+    assert isinstance(services, dict)
+    nodes = [f"cluster-{n}" for n in range(1, 7)]
+
+    def address(n: int) -> str:
+        return f"{'cluster-' + str(n) if network == 'bridge' else '127.0.0.1'}:{7000 + n}"
+
+    for n, name in enumerate(nodes, start=1):
+        env = services[name]["environment"]
+        # Shard order: cluster-1 and its replica cluster-4 first (cluster-lib.sh, adopt_shard).
+        assert env["REDIS_NODES"] == " ".join(address(k) for k in (1, 4, 2, 5, 3, 6))
+        assert env["CLUSTER_REPLICAS"] == "1"
+        assert env["MIN_REPLICAS_TO_WRITE"] == "1"
+        assert env["REDIS_PORT"] == str(7000 + n)
+        assert env["ANNOUNCE_HOST"] == address(n).rsplit(":", 1)[0]
+        assert any(v.endswith(":/data:rw") for v in services[name]["volumes"])
+        assert services[name]["healthcheck"]["test"][-1] == "ready"
+    for name in ("gateway", "cart"):
+        env = services[name]["environment"]
+        assert env["SESSIONLIB_REDIS__MODE"] == "cluster"
+        assert json.loads(env["SESSIONLIB_REDIS__CLUSTER_NODES"]) == [address(n) for n in (1, 2, 3)]
+        conditions = {d: c["condition"] for d, c in services[name]["depends_on"].items()}
+        assert {node: conditions[node] for node in nodes} == dict.fromkeys(nodes, "service_healthy")
+
+
+def test_ha_script_runs_the_cluster_stack_under_a_project_of_its_own(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HA_PROJECT"}
+    # A stand-in for Compose that prints what it is asked to run.
+    env.update(HA_ENV_FILE=str(_env_file(tmp_path)), HA_MODE="cluster", HA_COMPOSE="echo")
+
+    argv = _run(["bash", str(HA_SCRIPT), "config"], env=env).split()
+
+    assert argv[argv.index("--project-name") + 1] == "sessionlib-ha-cluster"
+    assert argv[argv.index("-f") + 1] == str(CLUSTER_FILE)
+
+
+def test_ha_script_refuses_tls_for_the_cluster_stack_and_says_where_it_runs(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        ["bash", str(HA_SCRIPT), "up"],
+        env={**os.environ, "HA_ENV_FILE": str(_env_file(tmp_path)), "HA_MODE": "cluster",
+             "HA_TLS": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+
+    assert result.returncode != 0
+    assert "TLS=1 is not wired for the compose Cluster stack" in result.stderr
+    assert "make up-local SECURE=1 MODE=cluster" in result.stderr
+
+
 # --- entrypoints: the shared templates rendered as the containers render them --------------
 
 
@@ -639,6 +704,24 @@ def test_exporter_password_map_names_every_target_and_is_private(tmp_path: Path)
     assert _mode(out) == 0o600
 
 
+def test_exporter_password_map_of_a_cluster_names_its_nodes_without_sentinels(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "passwords.json"
+
+    _render(
+        "exporter-passwords", tmp_path,
+        EXPORTER_PASSWORD_FILE=str(out),
+        EXPORTER_REDIS_TARGETS="redis://cluster-1:7001 redis://cluster-4:7004",
+        EXPORTER_PASSWORD="exporter-secret",
+    )  # fmt: skip
+
+    assert json.loads(out.read_text()) == {
+        "redis://cluster-1:7001": "exporter-secret",
+        "redis://cluster-4:7004": "exporter-secret",
+    }
+
+
 def test_tls_files_gives_services_and_exporter_each_a_private_copy(tmp_path: Path) -> None:
     source = tmp_path / "source"
     source.mkdir()
@@ -653,14 +736,15 @@ def test_tls_files_gives_services_and_exporter_each_a_private_copy(tmp_path: Pat
         assert _mode(tmp_path / "out" / user) == 0o700
 
 
+@pytest.mark.parametrize("mode", ["sentinel", "cluster"])
 @pytest.mark.parametrize("network", ["bridge", "host"])
 def test_prometheus_entrypoint_renders_a_config_promtool_accepts(
-    tmp_path: Path, network: str, docker_compose_v1: str
+    tmp_path: Path, network: str, mode: str, docker_compose_v1: str
 ) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is missing (Debian's prometheus package; make setup installs it)")
-    services = _compose_config(tmp_path, network)["services"]
+    services = _compose_config(tmp_path, network, mode=mode)["services"]
     assert isinstance(services, dict)
     config = tmp_path / "prometheus.yml"
 
@@ -676,13 +760,41 @@ def test_prometheus_entrypoint_renders_a_config_promtool_accepts(
     )
 
     _run([promtool, "check", "config", str(config)])
-    redis_job = next(
-        job for job in yaml.safe_load(config.read_text())["scrape_configs"]
-        if job["job_name"] == "redis"
-    )  # fmt: skip
+    jobs = {
+        job["job_name"]: job["static_configs"][0]["targets"]
+        for job in yaml.safe_load(config.read_text())["scrape_configs"]
+    }
     passwords_for = services["redis-exporter-auth"]["environment"]["EXPORTER_REDIS_TARGETS"]
-    # Prometheus asks the exporter for exactly the URIs its password map knows.
-    assert redis_job["static_configs"][0]["targets"] == passwords_for.split()
+    # Prometheus asks the exporter for exactly the URIs its password map knows, under the job
+    # the mode's rules and dashboard read; the other mode's jobs stay empty.
+    node_job, other_jobs = ("redis", ["redis-cluster"])
+    if mode == "cluster":
+        node_job, other_jobs = ("redis-cluster", ["redis", "sentinel"])
+    assert jobs[node_job] == passwords_for.split()
+    assert [jobs[job] for job in other_jobs] == [[]] * len(other_jobs)
+
+
+def test_prometheus_entrypoint_names_the_missing_redis_targets(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["sh", str(COMPOSE_DIR / "prometheus-entrypoint.sh")],
+        env={
+            "PATH": os.environ["PATH"],
+            **dict.fromkeys(
+                ["PROMETHEUS_TARGETS", "GATEWAY_TARGETS", "CART_TARGETS", "REDIS_EXPORTER_TARGETS"],
+                "'127.0.0.1:1'",
+            ),
+            "REDIS_EXPORTER_ADDRESS": "127.0.0.1:1",
+            "SESSIONLIB_PROMETHEUS_DIR": str(REPO / "deploy" / "prometheus"),
+            "SESSIONLIB_PROMETHEUS_CONFIG": str(tmp_path / "prometheus.yml"),
+            "SESSIONLIB_RENDER_ONLY": "1",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "REDIS_TARGETS (Sentinel mode) or REDIS_CLUSTER_TARGETS (Cluster mode)" in result.stderr
 
 
 # --- shell and stand-ins ---------------------------------------------------------------------

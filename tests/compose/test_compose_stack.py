@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from deploy.images.standins import STANDIN_LABEL, STANDINS
-from tests.compose.stack import SERVICES, HaStack, wait_until
+from tests.compose.stack import SERVICES, HaStack, log_in, readiness, wait_until
 
 pytestmark = [pytest.mark.compose_engine, pytest.mark.timeout(1800)]
 
@@ -29,25 +29,11 @@ RESTART_BUDGET_SECONDS = 60.0
 NODES = ("redis-1", "redis-2", "redis-3", "sentinel-1", "sentinel-2", "sentinel-3")
 
 
-def _login(client: httpx.Client, user: str) -> str:
-    answer = client.post("/login", json={"username": user, "password": "demo"})
-    assert answer.status_code == 200, answer.text
-    return answer.headers["X-Session-Id"]
-
-
-def _readiness(state: dict[str, object]) -> str:
-    """ "healthy" or, for a container without a healthcheck, "running"; else what it is."""
-    health = state.get("Health")
-    if isinstance(health, dict) and state["Status"] == "running":
-        return str(health["Status"])
-    return str(state["Status"])
-
-
 def test_stack_comes_up_healthy_from_images_built_here(ha_stack: HaStack) -> None:
-    readiness = {service: _readiness(ha_stack.state(service)) for service in SERVICES}
+    states = {service: readiness(ha_stack.state(service)) for service in SERVICES}
 
-    assert {s: r for s, r in readiness.items() if r not in ("healthy", "running")} == {}
-    assert [s for s, r in readiness.items() if r == "running"] == ["redis-exporter", "prometheus"]
+    assert {s: r for s, r in states.items() if r not in ("healthy", "running")} == {}
+    assert [s for s, r in states.items() if r == "running"] == ["redis-exporter", "prometheus"]
     for standin in STANDINS:
         labels = ha_stack.engine.docker(
             "image", "inspect", "--format", "{{json .Config.Labels}}", standin.tag
@@ -75,27 +61,15 @@ def test_sentinels_announce_loopback_addresses_a_host_client_can_use(ha_stack: H
 
 
 def test_prometheus_scrapes_services_exporter_and_every_node(ha_stack: HaStack) -> None:
-    def targets_health() -> dict[str, str]:
-        answer = httpx.get(f"{ha_stack.url('prometheus')}/api/v1/targets", timeout=5).json()
-        return {
-            f"{t['labels']['job']} {t['labels']['instance']}": t["health"]
-            for t in answer["data"]["activeTargets"]
-        }
+    jobs = ha_stack.wait_every_target_up()
 
-    wait_until(
-        lambda: set(targets_health().values()) == {"up"},
-        timeout=60,
-        what="every Prometheus target up",
-    )
-
-    jobs = {target.split()[0] for target in targets_health()}
-    assert jobs == {"prometheus", "gateway", "cart", "redis_exporter", "redis", "sentinel"}
-    assert len(targets_health()) == 1 + 1 + 1 + 1 + 3 + 3
+    assert set(jobs) == {"prometheus", "gateway", "cart", "redis_exporter", "redis", "sentinel"}
+    assert len(jobs) == 1 + 1 + 1 + 1 + 3 + 3
 
 
 def test_sessions_survive_when_the_master_container_is_killed(ha_stack: HaStack) -> None:
     gateway = httpx.Client(base_url=ha_stack.url("gateway"), timeout=10)
-    session_id = _login(gateway, "kim")
+    session_id = log_in(gateway, "kim")
     headers = {"X-Session-Id": session_id}
     first = gateway.post("/cart/items", json={"sku": "tea", "qty": 1}, headers=headers)
     assert first.status_code == 201, first.text
@@ -129,7 +103,7 @@ def test_sessions_survive_when_the_master_container_is_killed(ha_stack: HaStack)
 
 
 def _fill_cart(gateway: httpx.Client, user: str) -> dict[str, str]:
-    headers = {"X-Session-Id": _login(gateway, user)}
+    headers = {"X-Session-Id": log_in(gateway, user)}
     answer = gateway.post("/cart/items", json={"sku": "tea", "qty": 1}, headers=headers)
     assert answer.status_code == 201, answer.text
     return headers
@@ -210,7 +184,7 @@ def test_after_a_failover_down_and_up_bring_the_stack_back_with_every_session(
     ha_stack.timings["up after a failover until healthy"] = came_back_after
 
     assert came_back_after < RESTART_BUDGET_SECONDS
-    assert {s: _readiness(ha_stack.state(s)) for s in NODES} == dict.fromkeys(NODES, "healthy")
+    assert {s: readiness(ha_stack.state(s)) for s in NODES} == dict.fromkeys(NODES, "healthy")
     _assert_one_master_named_by_every_sentinel(ha_stack, before=master)
     _assert_session_and_cart_intact(ha_stack, headers, "lee")
 
@@ -232,7 +206,7 @@ def test_after_a_failover_stop_and_start_bring_the_stack_back_with_every_session
     ha_stack.timings["start after a failover until healthy"] = came_back_after
 
     assert came_back_after < RESTART_BUDGET_SECONDS
-    assert {s: _readiness(ha_stack.state(s)) for s in NODES} == dict.fromkeys(NODES, "healthy")
+    assert {s: readiness(ha_stack.state(s)) for s in NODES} == dict.fromkeys(NODES, "healthy")
     master = _assert_one_master_named_by_every_sentinel(ha_stack, before=master)
     # The killed master came back as a replica of the master.
     wait_until(lambda: ha_stack.replicas_in_sync() == 2, timeout=30, what="2 replicas in sync")

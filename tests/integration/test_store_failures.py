@@ -182,3 +182,22 @@ async def test_a_session_no_replica_holds_during_a_failover_is_unavailable_not_a
             await store.load(SOME_ID)  # a replica lacking it may just lag: never "no session"
     finally:
         await store.close()
+
+
+async def test_a_master_that_refuses_writes_still_serves_a_read_that_is_due_a_refresh(make_store):
+    # A master whose replicas are all gone refuses writes (min-replicas-to-write): in a Redis
+    # Cluster of one replica per master, a shard right after its failover; a read that would
+    # slide the TTL is answered all the same, and the TTL slides once writes are taken again.
+    store = make_store(refresh_throttle_seconds=0)
+    session_id = await store.create({"cart": ["tea"]})
+    await store.redis.config_set("min-replicas-to-write", 1)
+
+    try:
+        unrefreshed = await store.load(session_id)
+    finally:
+        await store.redis.config_set("min-replicas-to-write", 0)
+    refreshed = await store.load(session_id)
+
+    assert unrefreshed is not None and unrefreshed.attributes == {"cart": ["tea"]}
+    assert not unrefreshed.ttl_refreshed
+    assert refreshed is not None and refreshed.ttl_refreshed

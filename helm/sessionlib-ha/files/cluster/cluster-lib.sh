@@ -8,7 +8,9 @@
 #   REDIS_NODES              every cluster node as host:port (pod DNS names), in pod order
 #   CLUSTER_REPLICAS         replicas per shard: pod N is in shard N / (1 + CLUSTER_REPLICAS),
 #                            and the first pod of a shard is the one it starts with as master
-#   CLUSTER_BUS_PORT         the cluster bus port, the same on every pod
+#   CLUSTER_BUS_PORT         the cluster bus port, the same on every pod; unset, every node's
+#                            bus port is its own port + 10000, Redis' default (compose's
+#                            host-network mode, where all nodes share one address)
 #   CLUSTER_NODE_TIMEOUT_MS  cluster-node-timeout
 #   CLUSTER_KEEPER_INTERVAL_SECONDS  how often the keeper looks (2)
 #
@@ -29,7 +31,7 @@ cluster_directives() {
 # --- Redis Cluster (cluster mode) ---
 cluster-enabled yes
 cluster-config-file nodes.conf
-cluster-port $CLUSTER_BUS_PORT
+cluster-port $(bus_port_of "$ANNOUNCE_HOST:$REDIS_PORT")
 cluster-node-timeout $CLUSTER_NODE_TIMEOUT_MS
 cluster-require-full-coverage no
 EOF
@@ -61,6 +63,11 @@ ordinal_of() {
 # node_at ORDINAL: host:port of the node at that position of REDIS_NODES.
 node_at() {
     printf '%s\n' "$REDIS_NODES" | tr -s ' ' '\n' | awk -v n="$1" 'NR == n + 1 { print; exit }'
+}
+
+# bus_port_of HOST:PORT: the node's cluster bus port (see CLUSTER_BUS_PORT above).
+bus_port_of() {
+    echo "${CLUSTER_BUS_PORT:-$(($(port_of "$1") + 10000))}"
 }
 
 shard_size() {
@@ -107,7 +114,7 @@ cluster_field() {
 meet() {
     _ip=$(resolve "$(host_of "$1")")
     [ -n "$_ip" ] || return 1
-    local_redis CLUSTER MEET "$_ip" "$(port_of "$1")" "$CLUSTER_BUS_PORT" >/dev/null
+    local_redis CLUSTER MEET "$_ip" "$(port_of "$1")" "$(bus_port_of "$1")" >/dev/null
 }
 
 # slot_range SHARD SHARDS: "first last" of the slots one master starts with, split evenly as
@@ -201,7 +208,7 @@ ask_peer_to_meet_me() {
     for _peer in $REDIS_NODES; do
         is_me "$_peer" && continue
         if redis_cli "$(host_of "$_peer")" "$(port_of "$_peer")" CLUSTER MEET "$1" "$REDIS_PORT" \
-            "$CLUSTER_BUS_PORT" >/dev/null 2>&1; then
+            "$(bus_port_of "$ANNOUNCE_HOST:$REDIS_PORT")" >/dev/null 2>&1; then
             log "this pod is at $1 now: $_peer meets it there"
             return 0
         fi
@@ -218,16 +225,17 @@ adopt_shard() {
     [ "$(printf '%s\n' "$_mine" | awk '{ print $9 }')" -eq 0 ] || return 0
     _ordinal=$(ordinal_of "$ANNOUNCE_HOST:$REDIS_PORT")
     _first=$((_ordinal / $(shard_size) * $(shard_size)))
-    _hosts=$(for _o in $(seq "$_first" $((_first + CLUSTER_REPLICAS))); do
-        [ "$_o" -eq "$_ordinal" ] || host_of "$(node_at "$_o")"
+    # Nodes are told apart by name and port: in compose's host-network mode they share one.
+    _peers=$(for _o in $(seq "$_first" $((_first + CLUSTER_REPLICAS))); do
+        [ "$_o" -eq "$_ordinal" ] || node_at "$_o"
     done)
-    _first_host=$(host_of "$(node_at "$_first")")
-    _hosts=$(printf '%s\n' "$_hosts" | one_line)
-    _target=$(printf '%s\n' "$1" | awk -v hosts="$_hosts" -v first="$_first_host" '
-        BEGIN { n = split(hosts, list, " "); for (i = 1; i <= n; i++) shard[list[i]] = 1 }
-        ($5 in shard) && $6 ~ /master/ && $6 !~ /fail|handshake|noaddr/ {
+    _peers=$(printf '%s\n' "$_peers" | one_line)
+    _target=$(printf '%s\n' "$1" | awk -v peers="$_peers" -v first="$(node_at "$_first")" '
+        BEGIN { n = split(peers, list, " "); for (i = 1; i <= n; i++) shard[list[i]] = 1 }
+        { node = $5 ":" $3 }
+        (node in shard) && $6 ~ /master/ && $6 !~ /fail|handshake|noaddr/ {
             if ($9 > 0) serving = $1
-            else if ($5 == first) empty = $1
+            else if (node == first) empty = $1
         }
         END { print serving ? serving : empty }')
     [ -n "$_target" ] || return 0
@@ -324,20 +332,19 @@ move_slots_to_short_masters() {
 }
 
 # departed_nodes VIEW: "id host slots" of each failed node that is no pod any more (after a
-# scale-in), or whose pod name another node now answers for (a pod that lost its volume and
-# joined anew with a new id).
+# scale-in), or whose pod name and port another node now answers for (a pod that lost its
+# volume and joined anew with a new id). Name and port, since in compose's host-network mode
+# every node has the name 127.0.0.1.
 departed_nodes() {
     printf '%s\n' "$1" | awk -v nodes="$REDIS_NODES" '
-        BEGIN {
-            n = split(nodes, list, " ")
-            for (i = 1; i <= n; i++) { sub(/:[0-9]+$/, "", list[i]); pod[list[i]] = 1 }
-        }
-        { line[NR] = $0; if ($6 !~ /fail/) alive[$5] = 1 }
+        BEGIN { n = split(nodes, list, " "); for (i = 1; i <= n; i++) pod[list[i]] = 1 }
+        { line[NR] = $0; node = $5 ":" $3; if ($6 !~ /fail/) alive[node] = 1 }
         END {
             for (i = 1; i <= NR; i++) {
                 split(line[i], f, " ")
+                node = f[5] ":" f[3]
                 failed = f[6] ~ /(^|,)fail(,|$)/ && f[6] !~ /myself/
-                if (failed && (!(f[5] in pod) || (f[5] in alive))) print f[1], f[5], f[9]
+                if (failed && (!(node in pod) || (node in alive))) print f[1], f[5], f[9]
             }
         }'
 }

@@ -24,7 +24,6 @@ SCRIPT_NAME=cluster-start
 : "${ANNOUNCE_HOST:?ANNOUNCE_HOST (the DNS name of this pod) is required}"
 : "${REDIS_PORT:=6379}"
 : "${REDIS_NODES:?REDIS_NODES (host:port ...) is required}"
-: "${CLUSTER_BUS_PORT:?CLUSTER_BUS_PORT is required}"
 : "${CLUSTER_REPLICAS:?CLUSTER_REPLICAS (replicas per shard) is required}"
 : "${CLUSTER_NODE_TIMEOUT_MS:=5000}"
 : "${TEMPLATE_DIR:=/opt/sessionlib/templates}"
