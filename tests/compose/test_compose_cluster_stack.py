@@ -143,10 +143,12 @@ def test_a_session_and_its_cart_survive_killing_the_master_of_the_sessions_slot(
     assert gateway.get("/me", headers=headers).json()["user"] == "kim"
     assert _cart(gateway, headers) == [("tea", 1)]
     # The promoted master has no replica left, so it takes no write it could lose
-    # (min-replicas-to-write 1, WAIT 1): the cart write is refused for now, with a 503 (a 504
-    # when the gateway stops waiting for cart first), never a 500 and never acknowledged.
-    refused = gateway.post("/cart/items", json={"sku": "cup", "qty": 2}, headers=headers)
-    assert refused.status_code in (503, 504), refused.text
+    # (min-replicas-to-write 1, WAIT 1): cart refuses the write for now with a 503 (asked
+    # directly: the gateway may give up first, with a 504 that says nothing of the outcome).
+    cart = httpx.Client(base_url=cluster_stack.url("cart"), timeout=10)
+    refused = cart.post("/cart/items", json={"sku": "cup", "qty": 2}, headers=headers)
+    assert refused.status_code == 503, refused.text
+    assert _cart(gateway, headers) == [("tea", 1)]
 
     # The killed node started again (as `make up-ha` does) rejoins as the new master's replica,
     # and the shard takes writes again.
@@ -162,7 +164,11 @@ def test_a_session_and_its_cart_survive_killing_the_master_of_the_sessions_slot(
     cluster_stack.timings["writes again after the killed node's start"] = (
         time.monotonic() - restarted_at
     )
-    assert _cart(gateway, headers) == [("cup", 2), ("tea", 1)]
+    items = dict(_cart(gateway, headers))
+    # The acknowledged adds are there; one answered 503 or 504 while the node came back may
+    # have landed too (its caller cannot know), but only whole.
+    assert items["tea"] == 1
+    assert items["cup"] >= 2 and items["cup"] % 2 == 0, items
     wait_until(lambda: _cluster_whole(cluster_stack), timeout=90, what="the cluster whole again")
     assert _roles(cluster_stack)[owner] == "slave"
     with cluster_stack.cluster() as cluster:
