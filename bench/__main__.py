@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import failover, http_level, library_level, memory, round_trips
-from bench.app import CLUSTER, SENTINEL, VARIANTS
+from bench import failover, http_level, library_level, memory, near_cache, round_trips
+from bench.app import CLUSTER, NEAR, SENTINEL, VARIANTS
 from bench.machine import load_average, machine, versions
 from bench.plan import FULL, QUICK, Plan
 from bench.report import render
@@ -34,7 +34,9 @@ from bench.wrk import wrk_binary, wrk_version
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
 RUN_DIR = REPO / ".run" / "bench"
-REDIS_APPS = ("sessionlib", "starsessions")
+# The apps on the standalone redis-server whose commands per request are counted; with the
+# near cache, a read answered from memory sends none.
+REDIS_APPS = ("sessionlib", "starsessions", NEAR)
 
 
 @contextmanager
@@ -66,6 +68,8 @@ def run(plan: Plan, run_dir: Path) -> dict[str, Any]:
             record["versions"] = versions(client.info("server")["redis_version"], wrk_version())
         with _section(record, "library"):
             record["library"] = asyncio.run(library_level.run(redis_server.url, redis_pid, plan))
+        with _section(record, "near_cache"):
+            record["near_cache"] = asyncio.run(near_cache.run(redis_server.url, plan))
         with (
             sentinel_topology(run_dir) as topology,
             redis_cluster(run_dir) as cluster,
@@ -88,10 +92,16 @@ def run(plan: Plan, run_dir: Path) -> dict[str, Any]:
                     )
                 with _section(record, "http"):
                     record["http"] = http_level.run(servers, cookies, plan, run_dir)
+                    record["near_cache"]["http"] = near_cache.http_summary(record["http"], NEAR)
                 with _section(record, "memory"):
                     record["memory"] = memory.run(redis_server.url, servers, plan.memory_sessions)
             with _section(record, "failover"):
                 record["failover"] = asyncio.run(failover.run(plan, topology))
+            with _section(record, "near_cache_failover"):
+                killed = record["failover"]["rounds"][-1]["killed"]
+                record["near_cache"]["failover_reads"] = asyncio.run(
+                    near_cache.failover_reads(plan, topology, killed_before=killed)
+                )
             with _section(record, "cluster_failover"):
                 record["cluster_failover"] = asyncio.run(failover.run_cluster(plan, cluster))
     record["load_average"]["end"] = load_average()

@@ -1,6 +1,6 @@
 """The tiny FastAPI app of the HTTP benchmark in its variants: no sessions, sessionlib (on a
-standalone Redis, in Sentinel mode, in Cluster mode), starsessions with its Redis store, and
-Starlette's signed-cookie `SessionMiddleware`.
+standalone Redis, with the near cache there, in Sentinel mode, in Cluster mode), starsessions
+with its Redis store, and Starlette's signed-cookie `SessionMiddleware`.
 
 Served by `python -m bench.app VARIANT PORT REDIS` (uvicorn, one worker, no access log);
 REDIS is a redis:// URL, or sessionlib's RedisSettings as JSON for the Sentinel and Cluster
@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry
 from starlette.middleware.sessions import SessionMiddleware as CookieSessionMiddleware
 from starsessions import SessionAutoloadMiddleware
 from starsessions import SessionMiddleware as StarsessionsMiddleware
@@ -26,8 +27,13 @@ from bench.workload import CHANGED, changed_value, session_attributes
 from sessionlib import SessionMiddleware, SessionStore
 from sessionlib.config import RedisSettings, SessionSettings
 from sessionlib.connection import create_redis
+from sessionlib.metrics import NearCacheMetrics
+from sessionlib.near_cache import REQUEST_RESULTS
 
-VARIANTS = ("none", "sessionlib", "starsessions", "starlette-cookie")
+# sessionlib on the same standalone Redis with session.near_cache on, built as a service
+# builds it (`SessionStore.from_settings`, so the invalidation channel exists).
+NEAR = "sessionlib-near"
+VARIANTS = ("none", "sessionlib", "starsessions", "starlette-cookie", NEAR)
 # sessionlib on a topology, as `SessionStore.from_settings` builds it (with the Sentinel
 # watcher in Sentinel mode); the same endpoints and session as every other variant.
 SENTINEL = "sessionlib-sentinel"
@@ -35,6 +41,10 @@ CLUSTER = "sessionlib-cluster"
 TOPOLOGY_VARIANTS = (SENTINEL, CLUSTER)
 IDLE_SECONDS = SessionSettings().idle_timeout_seconds
 COOKIE_SECRET = "bench-only-secret"  # noqa: S105 - signs cookies of a throwaway benchmark
+# The near cache variant's own counts (sessionlib_near_cache_requests_total by result), for
+# the hit ratio of a run: outside the session middleware, read before and after each run.
+NEAR_CACHE_COUNTS = "/near-cache"
+NEAR_CACHE_REQUESTS = "sessionlib_near_cache_requests_total"
 
 
 def _session(request: Request) -> MutableMapping[str, Any]:
@@ -48,6 +58,21 @@ def _add_sessions(app: FastAPI, variant: str, redis: str) -> None:
     if variant == "sessionlib":
         store = SessionStore(create_redis(RedisSettings(url=redis)))
         app.add_middleware(SessionMiddleware, store=store, exclude_paths=["/healthz"])
+    elif variant == NEAR:
+        registry = CollectorRegistry()
+        settings = settings_with(RedisSettings(url=redis), near_cache=True)
+        store = SessionStore.from_settings(settings, near_cache_observer=NearCacheMetrics(registry))
+        app.add_middleware(
+            SessionMiddleware, store=store, exclude_paths=["/healthz", NEAR_CACHE_COUNTS]
+        )
+
+        @app.get(NEAR_CACHE_COUNTS)
+        async def near_cache_counts() -> dict[str, float]:
+            return {
+                result: registry.get_sample_value(NEAR_CACHE_REQUESTS, {"result": result}) or 0.0
+                for result in REQUEST_RESULTS
+            }
+
     elif variant in TOPOLOGY_VARIANTS:
         store = SessionStore.from_settings(settings_with(RedisSettings.model_validate_json(redis)))
         app.add_middleware(SessionMiddleware, store=store, exclude_paths=["/healthz"])

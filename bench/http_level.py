@@ -1,6 +1,7 @@
 """HTTP level: the same FastAPI app with no sessions, sessionlib, starsessions and Starlette's
 signed cookie, loaded by wrk on loopback; each app's requests/s as a ratio to sessionlib's.
-sessionlib in Cluster mode runs in the same rounds, also as a ratio to Sentinel mode.
+sessionlib in Cluster mode runs in the same rounds, also as a ratio to Sentinel mode, and
+sessionlib with the near cache as a ratio to the signed cookie, with its hit ratio per round.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from typing import Any
 
 import httpx
 
-from bench.app import CLUSTER, SENTINEL
+from bench.app import CLUSTER, NEAR, NEAR_CACHE_COUNTS, SENTINEL
 from bench.plan import Plan
 from bench.servers import AppServer
 from bench.stats import Sample, Spread, compare
 from bench.wrk import run_wrk
 
 REFERENCE = "sessionlib"
+COOKIE = "starlette-cookie"
 # Percentage of requests that write (POST /write changes one attribute); the rest read.
 MIXES = {"read-only": 0, "read-write": 50}
 
@@ -36,6 +38,26 @@ def login_cookies(server: AppServer, count: int) -> list[str]:
     return cookies
 
 
+def near_cache_counts(server: AppServer) -> dict[str, float]:
+    """The near cache variant's loads so far by result (hit, miss, bypass, stale)."""
+    response = httpx.get(f"{server.url}{NEAR_CACHE_COUNTS}", timeout=10.0)
+    response.raise_for_status()
+    counts: dict[str, float] = response.json()
+    return counts
+
+
+def _hit_ratio(before: dict[str, float], after: dict[str, float], served: int) -> dict[str, Any]:
+    """One run's loads that the near cache answered, over all loads it was asked for."""
+    delta = {result: after[result] - before[result] for result in after}
+    lookups = sum(delta.values())
+    return {
+        "hit_ratio": delta["hit"] / lookups if lookups else 0.0,
+        "lookups": lookups,
+        "requests": served,
+        "by_result": delta,
+    }
+
+
 def run(
     servers: dict[str, AppServer],
     cookies: dict[str, list[str]],
@@ -49,7 +71,17 @@ def run(
         path = cookie_files[variant] = run_dir / f"cookies-{variant}.txt"
         path.write_text("\n".join(lines) + "\n")
 
+    near_rounds: list[dict[str, Any]] = []
+
     def load(variant: str, write_percent: int, seconds: int) -> Sample:
+        if variant == NEAR:
+            before = near_cache_counts(servers[NEAR])
+            sample = wrk(variant, write_percent, seconds)
+            near_rounds.append(_hit_ratio(before, near_cache_counts(servers[NEAR]), sample.count))
+            return sample
+        return wrk(variant, write_percent, seconds)
+
+    def wrk(variant: str, write_percent: int, seconds: int) -> Sample:
         return run_wrk(
             servers[variant].url,
             cookie_files[variant],
@@ -67,6 +99,7 @@ def run(
             for variant in names:
                 load(variant, write_percent, plan.http_warm_up_seconds)
         rounds: dict[str, list[Sample]] = {variant: [] for variant in names}
+        near_rounds.clear()  # the timed rounds only, not the warm-up
         for number in range(plan.http_rounds):
             shift = number % len(names)
             for variant in names[shift:] + names[:shift]:
@@ -76,5 +109,11 @@ def run(
             per_round = zip(rounds[CLUSTER], rounds[SENTINEL], strict=True)
             cost = Spread.of([c.rate / s.rate for c, s in per_round]).to_json()
             comparison["variants"][CLUSTER]["ratio_to_sentinel"] = cost
+        if NEAR in rounds and COOKIE in rounds:
+            per_round = zip(rounds[NEAR], rounds[COOKIE], strict=True)
+            near = comparison["variants"][NEAR]
+            near["ratio_to_cookie"] = Spread.of([n.rate / c.rate for n, c in per_round]).to_json()
+            near["hit_ratio"] = Spread.of([r["hit_ratio"] for r in near_rounds]).to_json()
+            near["near_cache_rounds"] = list(near_rounds)
         results[mix] = {"write_percent": write_percent, **comparison}
     return results

@@ -22,6 +22,9 @@ class Plan:
     round_trip_requests: int  # requests per kind whose Redis commands are counted
     failovers: int  # master kills; both clients are timed on each
     memory_sessions: int  # sessions per layout and configuration
+    near_cache_logouts: int  # logouts elsewhere timed until the near cache refuses the id
+    near_cache_sessions: int  # sessions cached to measure memory per cached session
+    near_cache_failovers: int  # master kills read through, with and without the near cache
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,6 +42,9 @@ FULL = Plan(
     round_trip_requests=100,
     failovers=5,
     memory_sessions=20,
+    near_cache_logouts=200,
+    near_cache_sessions=1000,
+    near_cache_failovers=3,
 )
 
 QUICK = Plan(
@@ -53,4 +59,7 @@ QUICK = Plan(
     round_trip_requests=5,
     failovers=1,
     memory_sessions=2,
+    near_cache_logouts=20,
+    near_cache_sessions=200,
+    near_cache_failovers=1,
 )

@@ -14,6 +14,7 @@ APPS = {
     "starlette-cookie": "(d) Starlette signed cookie",
     "sessionlib-sentinel": "(e) sessionlib, Sentinel mode",
     "sessionlib-cluster": "(f) sessionlib, Cluster mode",
+    "sessionlib-near": "(g) sessionlib, near cache",
 }
 LIMITS = {"redis-defaults": "Redis defaults", "shipped": "shipped redis.conf"}
 
@@ -115,11 +116,128 @@ def _cluster_cost(record: dict[str, Any]) -> list[str]:
     ]
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _load_at(record: dict[str, Any], section: str) -> str:
+    """The 1-minute load average when a section began, as the note under its table."""
+    found = record["sections"].get(section)
+    return "unknown" if found is None else f"{found['load_average'][0]}"
+
+
+def _near_cache_http(record: dict[str, Any]) -> list[str]:
+    """Requests/s with the near cache over the signed cookie's, and the hit ratio."""
+    http = record.get("near_cache", {}).get("http")
+    if not http:  # a record from before the near cache was measured
+        return []
+    ratios = "; ".join(f"{mix} {_spread(f['ratio_to_cookie'], _two)}" for mix, f in http.items())
+    hits = "; ".join(f"{mix} {_spread(f['hit_ratio'], _two)}" for mix, f in http.items())
+    return [
+        "",
+        "(g) is (b) with session.near_cache on (its defaults), on the same redis-server. "
+        f"Requests/s of (g) over (d), round by round: {ratios}. Hit ratio of (g), loads "
+        f"answered from memory over loads (its sessionlib_near_cache_requests_total): {hits}.",
+    ]
+
+
+def _near_cache(record: dict[str, Any]) -> list[str]:
+    near = record.get("near_cache")
+    if near is None or "invalidation" not in near:
+        return []
+    invalidation, memory = near["invalidation"], near["memory"]
+    after = invalidation["answered_after_logout"]
+    rows = [
+        [
+            f"logout elsewhere to refused here, p50 / p99 / max ({invalidation['logouts']} "
+            "logouts)",
+            f"{_ms(invalidation['p50_ms'])} / {_ms(invalidation['p99_ms'])} / "
+            f"{_ms(invalidation['max_ms'])} ms",
+        ],
+        [
+            "loads still answered after the acknowledged logout",
+            f"{after['total']} in all, at most {after['max']} per logout",
+        ],
+        [
+            f"memory per cached session, cache's own account ({memory['sessions']} sessions)",
+            f"{_count(memory['size_bytes_per_session'])} bytes",
+        ],
+        [
+            "memory per cached session, tracemalloc",
+            f"{_count(memory['traced_bytes_per_session'])} bytes",
+        ],
+        [
+            "the session's payload in Redis (names and values)",
+            f"{_count(memory['payload_bytes'])} bytes",
+        ],
+    ]
+    return [
+        "",
+        "Near cache, library level on the standalone redis-server: another store deletes a "
+        "session this store has cached; from its acknowledged delete, this store's load is "
+        "polled (yielding once per poll) until it answers None. Load average "
+        f"{_load_at(record, 'near_cache')} when this began.",
+        "",
+        *_table(["figure", "value"], rows),
+        *_near_cache_failover(record),
+    ]
+
+
+def _near_cache_failover(record: dict[str, Any]) -> list[str]:
+    reads = record["near_cache"].get("failover_reads")
+    if reads is None:
+        return []
+    rows = []
+    for store, figures in reads["stores"].items():
+        outcomes = figures["outcomes"]
+        latencies = [r["stores"][store] for r in reads["rounds"]]
+        rows.append(
+            [
+                store,
+                _count(figures["reads"]),
+                _percent(figures["served_share"]),
+                _percent(figures["served_in_time_share"]),
+                _count(outcomes["stale"]),
+                _count(outcomes["failed"] + outcomes["unfinished"] + outcomes["none"]),
+                " / ".join(_ms(r["p50_ms"]) for r in latencies),
+                " / ".join(_ms(r["p99_ms"]) for r in latencies),
+            ]
+        )
+    header = [
+        "store",
+        "reads",
+        "served",
+        f"served within {reads['read_budget_seconds']:g} s",
+        "of them stale",
+        "not served",
+        "p50 ms per kill",
+        "p99 ms per kill",
+    ]
+    kills = len(reads["rounds"])
+    return [
+        "",
+        f"Reads through a master SIGKILL, Sentinel mode: {reads['sessions']} sessions cached "
+        "(or read) before the kill, read in turn every 10 ms (at most 64 at once) by a store "
+        "with the near cache and one without, same settings otherwise, same kill; the reads "
+        "started between the kill and the sentinels' agreement on a new master "
+        f"({_spread(reads['agreed_seconds'], _two)} s, {kills} kill{'s' if kills != 1 else ''}) "
+        "count. Served: answered with the session, stale flagged ones included. Load average "
+        f"{_load_at(record, 'near_cache_failover')} when this began.",
+        "",
+        *_table(header, rows),
+    ]
+
+
 def _round_trips(record: dict[str, Any]) -> list[str]:
     rows = []
     for library, kinds in record["round_trips"].items():
         for kind, counts in kinds.items():
             by_command = ", ".join(f"{name} {n:g}" for name, n in counts["by_command"].items())
+            by_command = by_command or "none"  # a read the near cache answered
             nodes = counts.get("nodes", 1)
             where = f" (summed over {nodes} masters)" if nodes > 1 else ""
             rows.append(
@@ -242,6 +360,7 @@ def render(record: dict[str, Any]) -> str:
         "",
         *_http(record),
         *_cluster_cost(record),
+        *_near_cache_http(record),
         "",
         "Redis commands per request (INFO commandstats deltas; MONITOR splits them; sessionlib "
         "sends one command per round trip on these paths, no pipeline):",
@@ -257,5 +376,6 @@ def render(record: dict[str, Any]) -> str:
         "Memory per session, 10 attributes of 100 bytes (MEMORY USAGE):",
         "",
         *_memory(record),
+        *_near_cache(record),
     ]
     return "\n".join(lines) + "\n"

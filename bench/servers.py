@@ -21,7 +21,7 @@ from deploy.local.processes import ManagedProcess, find_free_ports, spawn, stop_
 from deploy.local.spec import TopologySpec
 from deploy.local.standalone import StandaloneRedis
 from deploy.local.topology import LocalTopology
-from sessionlib.config import RedisSettings, SessionSettings, Settings
+from sessionlib.config import NearCacheSettings, RedisSettings, SessionSettings, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_SECONDS = 30.0
@@ -59,22 +59,26 @@ def redis_cluster(run_dir: Path) -> Iterator[LocalCluster]:
         yield cluster
 
 
-def settings_with(redis: RedisSettings) -> Settings:
+def settings_with(redis: RedisSettings, *, near_cache: bool = False) -> Settings:
     """sessionlib's settings around `redis`: every field given, so no SESSIONLIB_* variable
-    of the caller's changes the benchmark. Durability off (no WAIT), as in every row."""
-    return Settings(profile="dev", redis=redis, session=SessionSettings())
+    of the caller's changes the benchmark. Durability off (no WAIT), as in every row; the
+    near cache (session.near_cache) at its defaults when asked for, off otherwise."""
+    session = SessionSettings(near_cache=NearCacheSettings(enabled=near_cache))
+    return Settings(profile="dev", redis=redis, session=session)
 
 
-def store_settings(topology: LocalTopology | LocalCluster) -> Settings:
+def store_settings(topology: LocalTopology | LocalCluster, *, near_cache: bool = False) -> Settings:
     """sessionlib's settings for a Sentinel topology or a cluster."""
     if isinstance(topology, LocalCluster):
-        return settings_with(RedisSettings(mode="cluster", cluster_nodes=topology.startup_nodes))
+        redis = RedisSettings(mode="cluster", cluster_nodes=topology.startup_nodes)
+        return settings_with(redis, near_cache=near_cache)
     return settings_with(
         RedisSettings(
             mode="sentinel",
             sentinels=[f"{host}:{port}" for host, port in topology.sentinel_addresses],
             master_name=topology.master_name,
-        )
+        ),
+        near_cache=near_cache,
     )
 
 

@@ -194,6 +194,41 @@ class EncryptionSettings(_Strict):
         return [decode_key(key.get_secret_value()) for key in self.keys]
 
 
+class NearCacheSettings(_Strict):
+    """An opt-in cache, in each process, of sessions read recently: Redis invalidates its
+    entries (client-side caching), and it is trusted only while that channel is alive."""
+
+    enabled: bool = False
+    max_entries: int = Field(default=10_000, ge=1)
+    max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="memory the cached sessions may take"
+    )
+    max_staleness_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="an entry is read from Redis again after this long, invalidated or not",
+    )
+    health_check_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often the invalidation channel is PINGed; a pong later than this "
+        "flushes the cache until the channel is back",
+    )
+
+    @model_validator(mode="after")
+    def _checked_within_staleness(self) -> NearCacheSettings:
+        if self.health_check_interval_seconds >= self.max_staleness_seconds:
+            raise ValueError(
+                "session.near_cache.health_check_interval_seconds "
+                f"{self.health_check_interval_seconds:g} "
+                f"({env_variable('session.near_cache.health_check_interval_seconds')}) must be "
+                f"below session.near_cache.max_staleness_seconds {self.max_staleness_seconds:g} "
+                f"({env_variable('session.near_cache.max_staleness_seconds')}): a dead "
+                "channel must be noticed before an entry would expire anyway"
+            )
+        return self
+
+
 class SessionSettings(_Strict):
     """How sessions are identified, kept alive and bounded."""
 
@@ -237,6 +272,7 @@ class SessionSettings(_Strict):
     )
     durability: DurabilitySettings = Field(default_factory=DurabilitySettings)
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
+    near_cache: NearCacheSettings = Field(default_factory=NearCacheSettings)
 
     @model_validator(mode="after")
     def _coherent(self) -> SessionSettings:

@@ -167,9 +167,13 @@ def read_replicas(redis: RedisClient, settings: RedisSettings) -> ReplicaReads |
 
 
 def watch_master(
-    redis: RedisClient, settings: RedisSettings, observer: StoreObserver
+    redis: RedisClient,
+    settings: RedisSettings,
+    observer: StoreObserver,
+    on_failover: Callable[[], None] | None = None,
 ) -> SentinelWatcher | None:
-    """A watcher that switches `redis`'s pool on `+switch-master` (Sentinel mode only)."""
+    """A watcher that switches `redis`'s pool on `+switch-master` (Sentinel mode only);
+    `on_failover` runs at each master change after the first (the near cache's flush)."""
     if settings.mode != "sentinel" or not settings.watch_sentinels:
         return None
     if isinstance(redis, RedisCluster):
@@ -178,6 +182,8 @@ def watch_master(
 
     def report(address: Address) -> None:
         observer.master_changed(format_address(address), failover=bool(known))
+        if known and on_failover is not None:
+            on_failover()
         known.append(address)
 
     pool = redis.connection_pool

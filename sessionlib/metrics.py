@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sessionlib.near_cache import INVALIDATION_REASONS, REQUEST_RESULTS
 from sessionlib.observer import STORE_OPERATIONS
 from sessionlib.resilience import RETRY_REASONS
 
@@ -161,10 +162,19 @@ class StoreMetrics:
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self._c = _store_collectors.get(registry)
+        # Every store call reports here: its series are looked up once, not per call.
+        self._operation_series: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def operation(self, operation: str, outcome: str, seconds: float) -> None:
-        self._c.operations.labels(operation, outcome).inc()
-        self._c.duration.labels(operation).observe(seconds)
+        series = self._operation_series.get((operation, outcome))
+        if series is None:
+            series = (
+                self._c.operations.labels(operation, outcome),
+                self._c.duration.labels(operation),
+            )
+            self._operation_series[operation, outcome] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def retry(self, operation: str, reason: str) -> None:
         self._c.retries.labels(operation, reason).inc()
@@ -194,6 +204,46 @@ class StoreMetrics:
 
     def topology_refreshed(self) -> None:
         self._c.topology_refreshes.inc()
+
+
+class _NearCacheCollectors:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "sessionlib_near_cache_requests_total",
+            "Session loads that asked the near cache, by result (hit, miss, bypass, stale).",
+            ["result"],
+            registry=registry,
+        )
+        self.invalidations = Counter(
+            "sessionlib_near_cache_invalidations_total",
+            "Near cache entries dropped (per key) and flushes (per flush), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        # Bound once: the hit path then costs one dict lookup and one increment.
+        self.by_result = {result: self.requests.labels(result) for result in REQUEST_RESULTS}
+        self.by_reason = {
+            reason: self.invalidations.labels(reason) for reason in INVALIDATION_REASONS
+        }
+
+
+_near_cache_collectors = _PerRegistry(_NearCacheCollectors)
+
+
+class NearCacheMetrics:
+    """The `NearCacheObserver` that records the near cache in Prometheus; its series
+    exist only in processes that turn the near cache on (DESIGN §5)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self._c = _near_cache_collectors.get(registry)
+
+    def request(self, result: str) -> None:
+        child = self._c.by_result.get(result)
+        (child or self._c.requests.labels(result)).inc()
+
+    def invalidated(self, reason: str, count: int = 1) -> None:
+        child = self._c.by_reason.get(reason)
+        (child or self._c.invalidations.labels(reason)).inc(count)
 
 
 class _HttpCollectors:

@@ -40,12 +40,14 @@ from sessionlib.errors import (
 )
 from sessionlib.failover import SentinelWatcher
 from sessionlib.ids import new_raw_id
+from sessionlib.near_cache import NearCacheObserver
 from sessionlib.observer import NullObserver, StoreObserver
 from sessionlib.refusals import describe_refusal, fix_for, is_refusal
 from sessionlib.replicas import ReplicaReads
 from sessionlib.resilience import RetryPolicy, retry_reason
 from sessionlib.scripts import LuaScript, Step, run_pipeline
 from sessionlib.serialization import as_text
+from sessionlib.tracking import InvalidationTracker, near_cache_tracker
 
 log = logging.getLogger("sessionlib.store")
 T = TypeVar("T")
@@ -72,6 +74,10 @@ class SaveResult:
     version: int | None = None
 
 
+# What most saves do (a read-only request's commit): one answer for all of them.
+_NOTHING_WRITTEN = SaveResult(written=False)
+
+
 def _exists(key: str, pipe: Pipeline) -> object:
     return pipe.exists(key)
 
@@ -96,6 +102,7 @@ class SessionStore:
         retry: RetryPolicy | None = None,
         watcher: SentinelWatcher | None = None,
         replicas: ReplicaReads | None = None,
+        near_cache: InvalidationTracker | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings or SessionSettings()
@@ -103,26 +110,37 @@ class SessionStore:
         self.retry = retry or RetryPolicy()
         self.watcher = watcher
         self.replicas = replicas
-        forget = [h.forget_loop for h in (watcher, replicas) if h is not None]
+        # The near cache (session.near_cache) with the channel that invalidates it.
+        self.near_cache = near_cache
+        forget = [h.forget_loop for h in (watcher, replicas, near_cache) if h is not None]
         self._loop_binding = EventLoopBinding(redis, forget)
         self._replicas_checked = False
         self.codec = SessionCodec(self.settings)
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, observer: StoreObserver | None = None
+        cls,
+        settings: Settings,
+        *,
+        observer: StoreObserver | None = None,
+        near_cache_observer: NearCacheObserver | None = None,
     ) -> SessionStore:
-        """A store for the configured topology; in Sentinel mode it follows failovers."""
+        """A store for the configured topology; in Sentinel mode it follows failovers.
+        `near_cache_observer` (sessionlib.metrics.NearCacheMetrics) counts the near cache
+        when `session.near_cache` is on."""
         chosen: StoreObserver = observer or NullObserver()
         redis = create_redis(settings.redis, on_topology_refresh=chosen.topology_refreshed)
         stale_reads = settings.session.stale_reads_during_failover
+        tracker = near_cache_tracker(settings, redis, near_cache_observer)
+        flush = tracker.flush_on_switch_master if tracker is not None else None
         return cls(
             redis,
             settings.session,
             observer=chosen,
             retry=RetryPolicy.from_settings(settings.redis.retry),
-            watcher=watch_master(redis, settings.redis, chosen),
+            watcher=watch_master(redis, settings.redis, chosen, on_failover=flush),
             replicas=read_replicas(redis, settings.redis) if stale_reads else None,
+            near_cache=tracker,
         )
 
     def with_settings(self, settings: SessionSettings) -> SessionStore:
@@ -134,11 +152,15 @@ class SessionStore:
             retry=self.retry,
             watcher=self.watcher,
             replicas=self.replicas,
+            # Cached hashes are keyed by session id under one key prefix.
+            near_cache=self.near_cache if settings.key_prefix == self.settings.key_prefix else None,
         )
         sibling._loop_binding = self._loop_binding
         return sibling
 
     async def close(self) -> None:
+        if self.near_cache is not None:
+            await self.near_cache.aclose()
         if self.watcher is not None:
             await self.watcher.stop()
         if self.replicas is not None:
@@ -163,15 +185,32 @@ class SessionStore:
         `stale_read_after_seconds` is answered by the freshest replica (`stale=True`).
         A replica that lacks the session proves nothing during a failover (it may lag),
         so then the load goes on waiting for the master, within the same deadline.
+
+        With the near cache on, a session cached while its invalidation channel is alive
+        is answered from memory (no round trip); one cached before a gap in the channel
+        answers, flagged stale, a load that finds no master within
+        `stale_read_after_seconds`.
         """
-        if self.replicas is None:
+        if self.near_cache is not None:
+            cached = self.near_cache.cache.get(session_id)
+            if cached is not None:
+                return self.codec.decode(session_id, list(cached.fields), ttl_refreshed=False)
+        if self.replicas is None and self.near_cache is None:
             return await self._load_from_master(session_id, self.retry)
         started = time.monotonic()
         try:
             impatient = self.retry.within(self.settings.stale_read_after_seconds)
             return await self._load_from_master(session_id, impatient)
         except SessionStoreUnavailable:
-            pass
+            last_known = self.near_cache.cache.last_known(session_id) if self.near_cache else None
+            if last_known is not None:
+                fields = list(last_known.fields)
+                return self.codec.decode(session_id, fields, ttl_refreshed=False, stale=True)
+            if self.replicas is None:
+                remaining = self.retry.deadline_seconds - (time.monotonic() - started)
+                if remaining <= 0:
+                    raise
+                return await self._load_from_master(session_id, self.retry.within(remaining))
         try:
             return await self._call("load_stale", lambda: self._read_replicas(session_id))
         except SessionStoreUnavailable:
@@ -183,6 +222,8 @@ class SessionStore:
     async def _load_from_master(self, session_id: str, retry: RetryPolicy) -> StoredSession | None:
         throttle_ms = int(self.settings.refresh_throttle_seconds * 1000)
         key = self.session_key(session_id)
+        # Taken before the read: an invalidation that overtakes it keeps it out of the cache.
+        ticket = self.near_cache.cache.begin_read() if self.near_cache is not None else None
         reply = await self._call(
             "load", lambda: _LOAD.run(self.redis, [key], [throttle_ms]), retry=retry
         )
@@ -190,6 +231,10 @@ class SessionStore:
             raise SessionMoved("the session id was replaced by a login")
         if len(reply) < 2:
             return None
+        # A load that slid the TTL wrote the hash: its own invalidation is on the way.
+        if ticket is not None and reply[0] == 0:
+            assert self.near_cache is not None
+            self.near_cache.cache.put(ticket, session_id, reply[1])
         return self.codec.decode(session_id, reply[1], ttl_refreshed=bool(reply[0]))
 
     async def _read_replicas(self, session_id: str) -> StoredSession | None:
@@ -229,19 +274,23 @@ class SessionStore:
         never applies the same change twice (the script remembers operation ids)."""
         delta = self.codec.delta(loaded, attributes)
         if not delta:
-            return SaveResult(written=False)
+            return _NOTHING_WRITTEN
         remember_ms = int(self.retry.deadline_seconds * 1000) + 1000
         args: list[str | int] = [secrets.token_urlsafe(6), remember_ms, len(delta.to_set)]
         for name, value in self.codec.stored_form(loaded.id, delta.to_set).items():
             args += [name, value]
         args += delta.to_remove
         key = self.session_key(loaded.id)
-        if self.settings.durability.replicas:
-            step: Step = lambda p: _SAVE.queue(p, [key], args)  # noqa: E731
-            version = int((await self._call("save", lambda: self._write([step], [_SAVE])))[0])
-        else:
-            # One command and no WAIT: a pipeline object would only add CPU.
-            version = int(await self._call("save", lambda: _SAVE.run(self.redis, [key], args)))
+        try:
+            if self.settings.durability.replicas:
+                step: Step = lambda p: _SAVE.queue(p, [key], args)  # noqa: E731
+                reply = await self._call("save", lambda: self._write([step], [_SAVE]))
+                version = int(reply[0])
+            else:
+                # One command and no WAIT: a pipeline object would only add CPU.
+                version = int(await self._call("save", lambda: _SAVE.run(self.redis, [key], args)))
+        finally:
+            self._forget_cached(loaded.id)
         if version == -2:
             return SaveResult(written=False, moved=True)
         if version < 0:
@@ -291,6 +340,8 @@ class SessionStore:
                 if user is None:
                     raise  # another login moved it: its new id is not this request's to touch
                 current = None
+            finally:
+                self._forget_cached(previous.id)
             if current is None and user is None:
                 return None
             if current is not None:
@@ -371,7 +422,10 @@ class SessionStore:
         if not evicted:
             return
         deletes: list[Step] = [partial(_delete, self.session_key(sid)) for sid in evicted]
-        await self._call("evict", lambda: self._write(deletes, []))
+        try:
+            await self._call("evict", lambda: self._write(deletes, []))
+        finally:
+            self._forget_cached(*evicted)
         unindex: list[Step] = [partial(_zrem, self.user_key(user), evicted)]
         await self._call("evict", lambda: self._write(unindex, []))
         for _ in evicted:
@@ -387,7 +441,10 @@ class SessionStore:
             steps: list[Step] = [partial(_DELETE.queue, keys=[self.session_key(doomed)], args=[])]
             if user:
                 steps.append(partial(_zrem, self.user_key(user), [doomed]))
-            reply = (await self._call("delete", partial(self._write, steps, [_DELETE])))[0]
+            try:
+                reply = (await self._call("delete", partial(self._write, steps, [_DELETE])))[0]
+            finally:
+                self._forget_cached(doomed)
             existed, owner, moved_to = int(reply[0]), as_text(reply[1]), as_text(reply[2])
             if existed:
                 self.observer.session_destroyed("deleted")
@@ -424,7 +481,10 @@ class SessionStore:
 
         steps: list[Step] = [partial(_delete, self.session_key(sid)) for sid in doomed]
         steps.append(partial(_zrem, self.user_key(user), doomed))
-        results = await self._call("revoke", lambda: self._write(steps, []))
+        try:
+            results = await self._call("revoke", lambda: self._write(steps, []))
+        finally:
+            self._forget_cached(*doomed)
         deleted = sum(int(r) for r in results[:-1])
         for _ in range(deleted):
             self.observer.session_destroyed("revoked")
@@ -449,6 +509,13 @@ class SessionStore:
             raise SessionStoreUnavailable("connected Redis node is not a master")
 
     # -- plumbing -----------------------------------------------------------------------
+
+    def _forget_cached(self, *session_ids: str) -> None:
+        """Drop sessions this process wrote (or may have written) from its near cache at
+        once: its next read goes to Redis, before Redis' own invalidation arrives."""
+        if self.near_cache is not None:
+            for session_id in session_ids:
+                self.near_cache.cache.invalidate(session_id)
 
     async def _warn_if_replicas_missing(self) -> None:
         """Say once, readably, when durability asks for more replicas than a master has
@@ -509,6 +576,8 @@ class SessionStore:
         self._loop_binding.follow_running_loop()
         if self.watcher is not None and not self.watcher.started:
             self.watcher.start()
+        if self.near_cache is not None and not self.near_cache.started:
+            self.near_cache.start()
         started = time.perf_counter()
         outcome = "error"
         try:

@@ -29,6 +29,7 @@ from sessionlib import (
 )
 from sessionlib.metrics import (
     HttpMetricsMiddleware,
+    NearCacheMetrics,
     StoreMetrics,
     metrics_response,
     service_registry,
@@ -143,7 +144,14 @@ def create_service_app(
     # `*_created` series double what a scrape carries and no panel or rule reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = service_registry()
-    store = SessionStore.from_settings(settings, observer=StoreMetrics(registry))
+    store = SessionStore.from_settings(
+        settings,
+        observer=StoreMetrics(registry),
+        # Its series exist only where the near cache is on (DESIGN §5).
+        near_cache_observer=(
+            NearCacheMetrics(registry) if settings.session.near_cache.enabled else None
+        ),
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

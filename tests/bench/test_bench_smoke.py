@@ -59,6 +59,9 @@ def test_a_quick_run_prints_every_table_and_names_the_record(quick):
         "Failover, Sentinel mode",
         "Failover, Cluster mode",
         "Memory",
+        "(g) sessionlib, near cache",
+        "Near cache, library level",
+        "Reads through a master SIGKILL",
     ):
         assert title in output
     assert "figures written to" in output
@@ -75,8 +78,12 @@ def test_the_record_says_what_was_measured_on_and_with_what(quick):
         "http",
         "memory",
         "failover",
+        "near_cache_failover",
         "cluster_failover",
+        "near_cache",
     }
+    for section in record["sections"].values():
+        assert len(section["load_average"]) == 3
 
 
 def test_library_figures_come_per_round_with_spread_and_a_ratio_to_raw_redis_py(quick):
@@ -103,7 +110,7 @@ def test_encryption_at_rest_is_measured_as_a_ratio_to_plain_sessionlib(quick):
     assert "ops/s of sessionlib + encryption over sessionlib" in output
 
 
-def test_http_figures_cover_six_apps_and_two_mixes_relative_to_sessionlib(quick):
+def test_http_figures_cover_seven_apps_and_two_mixes_relative_to_sessionlib(quick):
     _, record = quick
     rounds = record["plan"]["http_rounds"]
     assert set(record["http"]) == {"read-only", "read-write"}
@@ -116,6 +123,7 @@ def test_http_figures_cover_six_apps_and_two_mixes_relative_to_sessionlib(quick)
             "starlette-cookie",
             "sessionlib-sentinel",
             "sessionlib-cluster",
+            "sessionlib-near",
         }
         for figures in comparison["variants"].values():
             assert is_figure(figures["rate"], rounds) and figures["rate"]["median"] > 0
@@ -132,6 +140,55 @@ def test_cluster_mode_requests_per_second_come_as_a_ratio_to_sentinel_mode_per_r
     assert "Requests/s of (f) over (e), round by round" in output
 
 
+def test_the_near_cache_app_comes_as_a_ratio_to_cookies_with_its_hit_ratio_per_round(quick):
+    output, record = quick
+    rounds = record["plan"]["http_rounds"]
+    for mix, comparison in record["http"].items():
+        near = comparison["variants"]["sessionlib-near"]
+        assert is_figure(near["ratio_to_cookie"], rounds)
+        assert is_figure(near["hit_ratio"], rounds)
+        assert 0 <= near["hit_ratio"]["min"] <= near["hit_ratio"]["max"] <= 1
+        for counted in near["near_cache_rounds"]:
+            assert counted["lookups"] > 0 and counted["requests"] > 0
+            assert math.isclose(sum(counted["by_result"].values()), counted["lookups"])
+        assert record["near_cache"]["http"][mix]["hit_ratio"] == near["hit_ratio"]
+    assert "Requests/s of (g) over (d), round by round" in output
+
+
+def test_a_logout_elsewhere_is_timed_until_the_near_cache_refuses_the_id(quick):
+    _, record = quick
+    invalidation = record["near_cache"]["invalidation"]
+    assert invalidation["logouts"] == record["plan"]["near_cache_logouts"]
+    assert 0 < invalidation["p50_ms"] <= invalidation["p99_ms"] <= invalidation["max_ms"]
+    assert is_figure(invalidation["latency_ms"], invalidation["logouts"])
+    answered = invalidation["answered_after_logout"]
+    assert 0 <= answered["max"] <= answered["total"]
+
+
+def test_memory_per_cached_session_is_counted_by_the_cache_and_by_tracemalloc(quick):
+    _, record = quick
+    memory = record["near_cache"]["memory"]
+    assert memory["sessions"] >= record["plan"]["near_cache_sessions"]
+    # The cached hash holds at least the session's own names and values.
+    assert memory["size_bytes_per_session"] >= memory["payload_bytes"] > 0
+    assert memory["traced_bytes_per_session"] > 0
+
+
+def test_reads_through_a_master_kill_are_counted_with_and_without_the_near_cache(quick):
+    _, record = quick
+    reads = record["near_cache"]["failover_reads"]
+    assert len(reads["rounds"]) == record["plan"]["near_cache_failovers"]
+    for kill in reads["rounds"]:
+        assert kill["new_master"] != kill["killed"]
+        assert set(kill["stores"]) == {"near cache", "no near cache"}
+    for figures in reads["stores"].values():
+        assert figures["reads"] > 0
+        assert sum(figures["outcomes"].values()) == figures["reads"]
+        assert 0 <= figures["served_in_time_share"] <= figures["served_share"] <= 1
+    # Only the store with the near cache has a copy of its own to serve flagged stale.
+    assert reads["stores"]["no near cache"]["outcomes"]["stale"] == 0
+
+
 def test_round_trips_split_what_the_app_sent_from_what_scripts_ran(quick):
     _, record = quick
     for library in ("sessionlib", "starsessions", "sessionlib-cluster"):
@@ -143,6 +200,19 @@ def test_round_trips_split_what_the_app_sent_from_what_scripts_ran(quick):
                 counts["commands_per_request"],
             )
             assert math.isclose(sum(counts["by_command"].values()), counts["commands_per_request"])
+
+
+def test_round_trips_of_the_near_cache_app_are_counted_on_its_redis(quick):
+    _, record = quick
+    for kind in ("read", "write"):
+        counts = record["round_trips"]["sessionlib-near"][kind]
+        assert counts["sent_per_request"] >= 0
+        assert math.isclose(
+            counts["sent_per_request"] + counts["in_scripts_per_request"],
+            counts["commands_per_request"],
+        )
+    # A write goes through to Redis whatever the cache holds.
+    assert record["round_trips"]["sessionlib-near"]["write"]["sent_per_request"] >= 1
 
 
 def test_round_trips_in_cluster_mode_are_counted_on_every_master(quick):
