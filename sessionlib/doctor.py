@@ -53,7 +53,10 @@ REDACTED = "********"
 # SHA1 of no script sessionlib has: EVALSHA must answer NOSCRIPT, not NOPERM.
 _MISSING_SCRIPT = "0" * 40
 # Commands whose second word names the subcommand an ACL rule grants (`+cluster|slots`).
-_CONTAINER_COMMANDS = frozenset({"CLUSTER", "SCRIPT", "CONFIG"})
+_CONTAINER_COMMANDS = frozenset({"CLUSTER", "SCRIPT", "CONFIG", "CLIENT"})
+# With the near cache on, what its invalidation channel runs (sessionlib.tracking);
+# `CLIENT TRACKING off` changes nothing on the doctor's own connection.
+_NEAR_CACHE_PROBES: list[tuple[str | int, ...]] = [("CLIENT", "ID"), ("CLIENT", "TRACKING", "off")]
 # Refusals Redis gives after the ACL check passed: a write with too few replicas linked.
 _NOT_ABOUT_RIGHTS = ("NOREPLICAS", "READONLY", "MASTERDOWN")
 
@@ -325,6 +328,8 @@ async def _check_rights(
     NOPERM names the command the ACL user lacks."""
     key = key or f"{settings.session.key_prefix}:doctor"
     probes = probes or _store_probes(key)
+    if settings.session.near_cache.enabled:
+        probes = [*probes, *_NEAR_CACHE_PROBES]
     denied = []
     for probe in probes:
         command = " ".join(str(word) for word in probe[: _name_length(probe)])

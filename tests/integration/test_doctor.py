@@ -127,6 +127,24 @@ def test_a_command_the_acl_user_may_not_run_is_named(redis_server):
     assert "ACL rules" in problem
 
 
+def test_with_the_near_cache_on_a_user_who_may_not_track_keys_is_named(redis_server):
+    with redis_server.client() as admin:
+        admin.execute_command(
+            "ACL", "SETUSER", "app", "on", ">app-password", "~sessionlib:*", "+@all", "-client"
+        )
+
+    status, lines = doctor(
+        SESSIONLIB_REDIS__URL=redis_server.url,
+        SESSIONLIB_REDIS__USERNAME="app",
+        SESSIONLIB_REDIS__PASSWORD="app-password",
+        SESSIONLIB_SESSION__NEAR_CACHE__ENABLED="true",
+    )
+
+    assert status == 1
+    assert any("user 'app' may not run CLIENT ID" in p for p in failures(lines))
+    assert any("user 'app' may not run CLIENT TRACKING" in p for p in failures(lines))
+
+
 def test_durability_without_a_replica_is_a_problem_naming_the_replicas_variable(redis_server):
     status, lines = doctor(
         SESSIONLIB_REDIS__URL=redis_server.url, SESSIONLIB_SESSION__DURABILITY__REPLICAS="1"
@@ -197,12 +215,15 @@ def secure_variables(topology: LocalTopology, **tls_changes: str) -> dict[str, s
 
 
 def test_tls_and_the_acl_user_of_the_secure_topology_pass(shared_secure_topology):
-    status, lines = doctor(**secure_variables(shared_secure_topology))
+    # With the near cache on: the ACL user of deploy/redis/users.acl may track keys too.
+    status, lines = doctor(
+        **secure_variables(shared_secure_topology), SESSIONLIB_SESSION__NEAR_CACHE__ENABLED="true"
+    )
 
     assert status == 0, "\n".join(lines)
     assert sum("ok    sentinel" in line and "over TLS" in line for line in lines) == 3
     assert any("over TLS (CA" in line and "as user 'sessionlib'" in line for line in lines)
-    assert any("EVALSHA, WAIT allowed" in line for line in lines)
+    assert any("EVALSHA, WAIT, CLIENT ID, CLIENT TRACKING allowed" in line for line in lines)
 
 
 def test_a_ca_that_did_not_sign_the_servers_is_a_problem_naming_the_tls_variables(
