@@ -6,34 +6,98 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sessionlib.config import SessionSettings, env_variable
 from sessionlib.encryption import AttributeCipher, UnreadableValue, is_sealed
 from sessionlib.errors import SessionDataError, SessionTooLarge
 from sessionlib.ids import redact
-from sessionlib.serialization import as_text, attribute_for, decode_value, encode_value, field_for
+from sessionlib.serialization import as_bytes, attribute_for, decode_value, encode_value, field_for
 
 log = logging.getLogger("sessionlib.store")
+_UNSET: Any = object()
 
 
-@dataclass(frozen=True)
 class StoredSession:
-    """A session as loaded: decoded attributes plus what is needed to save a delta."""
+    """A session as loaded: its metadata, and its attributes with what a delta save needs.
 
-    id: str
-    attributes: dict[str, Any]
-    stored_fields: dict[str, str] = field(repr=False)
-    user: str | None
-    created_ms: int
-    absolute_expiry_ms: int
-    version: int
-    ttl_refreshed: bool
-    stale: bool = False
-    # The JSON text of each attribute stored sealed: a save compares with it, since a
-    # fresh seal of the same value never equals the stored one (random nonce).
-    opened: dict[str, str] = field(default_factory=dict, repr=False)
+    Built from a Redis reply, the attributes are decoded (and opened, when sealed) on
+    first use, all at once: a caller that needs only the metadata pays nothing for them.
+    """
+
+    __slots__ = (
+        "_codec",
+        "_decoded",
+        "_fields",
+        "absolute_expiry_ms",
+        "created_ms",
+        "id",
+        "stale",
+        "ttl_refreshed",
+        "user",
+        "version",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        attributes: dict[str, Any],
+        stored_fields: dict[str, str],
+        user: str | None,
+        created_ms: int,
+        absolute_expiry_ms: int,
+        version: int,
+        ttl_refreshed: bool,
+        stale: bool = False,
+        opened: dict[str, str] | None = None,
+    ) -> None:
+        self.id = id
+        self.user = user
+        self.created_ms = created_ms
+        self.absolute_expiry_ms = absolute_expiry_ms
+        self.version = version
+        self.ttl_refreshed = ttl_refreshed
+        self.stale = stale
+        self._decoded: _Decoded | None = (attributes, stored_fields, opened or {})
+        self._fields: dict[bytes, bytes] = {}
+        self._codec: SessionCodec | None = None
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The readable attributes, decoded."""
+        return self._decode()[0]
+
+    @property
+    def stored_fields(self) -> dict[str, str]:
+        """Every attribute's stored text by name, readable or not (a save keeps what it
+        cannot read)."""
+        return self._decode()[1]
+
+    @property
+    def opened(self) -> dict[str, str]:
+        """The JSON text of each attribute stored sealed: a save compares with it, since a
+        fresh seal of the same value never equals the stored one (random nonce)."""
+        return self._decode()[2]
+
+    def _decode(self) -> _Decoded:
+        if self._decoded is None:
+            assert self._codec is not None  # set with _fields by SessionCodec.decode
+            self._decoded = self._codec.decode_attributes(self.id, self._fields)
+            self._fields = {}
+        return self._decoded
+
+    def __repr__(self) -> str:
+        return (
+            f"StoredSession(id={redact(self.id)}, user={self.user!r}, "
+            f"version={self.version}, stale={self.stale})"
+        )
+
+
+# A session's attributes decoded, their stored text, and the JSON text of sealed ones.
+_Decoded = tuple[dict[str, Any], dict[str, str], dict[str, str]]
+# Attribute values that cannot change in place: the same object means the same JSON.
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 
 
 @dataclass(frozen=True)
@@ -65,18 +129,41 @@ class SessionCodec:
     def decode(
         self, session_id: str, flat: list[Any], *, ttl_refreshed: bool, stale: bool = False
     ) -> StoredSession:
-        meta: dict[str, str] = {}
+        """A session from a hash as Redis returns it (names and values as bytes, in
+        turn): the metadata now, the attributes on first use (`decode_attributes`)."""
+        pairs = iter(flat)
+        fields: dict[bytes, bytes] = dict(zip(pairs, pairs, strict=True))
+        if flat and type(flat[0]) is not bytes:
+            fields = {as_bytes(name): value for name, value in fields.items()}
+        user = fields.get(b"_user")
+        # Built field by field: this runs on every load, and the attributes wait.
+        stored = StoredSession.__new__(StoredSession)
+        stored.id = session_id
+        stored.user = None if user is None else user.decode(errors="replace")
+        stored.created_ms = int(fields.get(b"_created", b"0"))
+        stored.absolute_expiry_ms = int(fields[b"_abs"])
+        stored.version = int(fields.get(b"_ver", b"0"))
+        stored.ttl_refreshed = ttl_refreshed
+        stored.stale = stale
+        stored._decoded, stored._fields, stored._codec = None, fields, self
+        return stored
+
+    def decode_attributes(self, session_id: str, fields: dict[bytes, bytes]) -> _Decoded:
+        """Attributes from a session hash's fields (metadata fields are skipped). One that
+        is not JSON, or sealed and not openable, is logged and left out; its stored text
+        stays, so saves keep it."""
         stored: dict[str, str] = {}
         opened: dict[str, str] = {}
         attributes: dict[str, Any] = {}
         unreadable: list[str] = []
-        for name_raw, value_raw in zip(flat[::2], flat[1::2], strict=True):
-            name, value = as_text(name_raw), value_raw.decode(errors="replace")
-            attribute = attribute_for(name)
-            if attribute is None:
-                meta[name] = value
-                continue
-            stored[attribute] = value
+        for name, value_raw in fields.items():
+            if not name.startswith(b"_"):
+                attribute = name.decode()
+            elif name.startswith(b"__"):
+                attribute = name[1:].decode()
+            else:
+                continue  # metadata
+            value = stored[attribute] = value_raw.decode(errors="replace")
             try:
                 if is_sealed(value):
                     opened[attribute] = self._open(session_id, attribute, value)
@@ -94,18 +181,7 @@ class SessionCodec:
                 redact(session_id),
                 "; ".join(unreadable),
             )
-        return StoredSession(
-            id=session_id,
-            attributes=attributes,
-            stored_fields=stored,
-            user=meta.get("_user"),
-            created_ms=int(meta.get("_created", "0")),
-            absolute_expiry_ms=int(meta["_abs"]),
-            version=int(meta.get("_ver", "0")),
-            ttl_refreshed=ttl_refreshed,
-            stale=stale,
-            opened=opened,
-        )
+        return attributes, stored, opened
 
     def _open(self, session_id: str, attribute: str, stored: str) -> str:
         """The JSON text of a sealed value (the one place values are opened)."""
@@ -133,22 +209,33 @@ class SessionCodec:
             raise SessionTooLarge("attribute count", len(attributes), limits.max_attributes)
         before = loaded.stored_fields if loaded else {}
         opened = loaded.opened if loaded else {}
-        unreadable = set(before) - set(loaded.attributes) if loaded else set()
+        decoded = loaded.attributes if loaded else {}
+        unreadable = before.keys() - decoded.keys() if loaded else set()
         to_set: dict[str, str] = {}
         encoded_all: dict[str, str] = {}
         size = 0
+        max_value_bytes = limits.max_attribute_bytes
         for name, value in attributes.items():
             if not isinstance(name, str):
                 raise SessionDataError(f"session attribute names must be str, not {name!r}")
-            encoded = encoded_all[name] = encode_value(name, value)
-            value_size = len(encoded.encode())
-            if value_size > limits.max_attribute_bytes:
+            stored_text = opened.get(name) or before.get(name)
+            if (
+                stored_text is not None
+                and value is decoded.get(name, _UNSET)
+                and type(value) in _IMMUTABLE
+            ):
+                # The very value loaded, which cannot have changed in place: as stored.
+                encoded = encoded_all[name] = stored_text
+            else:
+                encoded = encoded_all[name] = encode_value(name, value)
+                if encoded != stored_text:
+                    to_set[field_for(name)] = encoded
+            value_size = len(encoded) if encoded.isascii() else len(encoded.encode())
+            if value_size > max_value_bytes:
                 raise SessionTooLarge(
-                    f"session attribute {name!r} (bytes)", value_size, limits.max_attribute_bytes
+                    f"session attribute {name!r} (bytes)", value_size, max_value_bytes
                 )
-            size += value_size + len(name.encode())
-            if opened.get(name, before.get(name)) != encoded:
-                to_set[field_for(name)] = encoded
+            size += value_size + (len(name) if name.isascii() else len(name.encode()))
         for name in unreadable - set(attributes):
             size += len(before[name].encode()) + len(name.encode())
         if size > limits.max_session_bytes:

@@ -166,14 +166,15 @@ class SessionMiddleware:
                     replaced = True
                     await _error_response(_status_for(exc), exc)(scope, receive, send)
                     return
-                headers = MutableHeaders(scope=message)
-                if session.accessed:
-                    # The response depends on the session, which the cookie or the id
-                    # header names: shared caches must not serve it to anyone else.
-                    headers.add_vary_header("Cookie")
-                    headers.add_vary_header(self.resolver.header_name)
-                for name, value in extra:
-                    headers.append(name, value)
+                if session.accessed or extra:
+                    headers = MutableHeaders(scope=message)
+                    if session.accessed:
+                        # The response depends on the session, which the cookie or the id
+                        # header names: shared caches must not serve it to anyone else.
+                        headers.add_vary_header("Cookie")
+                        headers.add_vary_header(self.resolver.header_name)
+                    for name, value in extra:
+                        headers.append(name, value)
             await send(message)
 
         await self.app(scope, receive, send_wrapper)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -116,7 +117,8 @@ class RetryPolicy:
         """Run `attempt` until it succeeds, fails for good, or the deadline passes.
 
         The deadline bounds the whole operation, attempts and discovery included: an
-        attempt still running when it passes is cancelled and reported as a timeout.
+        attempt still running when it passes is cancelled and reported as a timeout (as
+        `asyncio.timeout` would, with one timer per event loop instead of one per call).
         The first attempt runs without tenacity: building the retry loop costs more CPU
         than a Redis round trip, and almost every call succeeds at once. `nap` sleeps
         between attempts (the Sentinel watcher's wakes up early when a new master is
@@ -124,14 +126,25 @@ class RetryPolicy:
         suggesting a wrong node. Every operation the store retries is idempotent, so
         running one again after an unknown outcome is safe.
         """
+        call = _deadlines().enter(self.deadline_seconds)
         try:
-            async with asyncio.timeout(self.deadline_seconds):
-                return await self._attempts(operation, attempt, observer, before_retry, nap)
+            return await self._attempts(operation, attempt, observer, before_retry, nap)
+        except asyncio.CancelledError:
+            # Ours when the deadline cancelled it and nobody else asked for cancellation.
+            if call.expired and call.withdraw_cancel() <= call.cancelling:
+                raise self._deadline_passed(operation, observer) from None
+            raise
         except TimeoutError:
-            observer.retry(operation, "timeout")
-            raise redis_errors.TimeoutError(
-                f"{operation}: no answer within the {self.deadline_seconds:g}s deadline"
-            ) from None
+            # An attempt's own (built-in) timeout, left when retries ran out: the deadline's.
+            raise self._deadline_passed(operation, observer) from None
+        finally:
+            call.leave()
+
+    def _deadline_passed(self, operation: str, observer: StoreObserver) -> Exception:
+        observer.retry(operation, "timeout")
+        return redis_errors.TimeoutError(
+            f"{operation}: no answer within the {self.deadline_seconds:g}s deadline"
+        )
 
     async def _attempts(
         self,
@@ -181,3 +194,89 @@ class RetryPolicy:
                         await before_retry()
                 return await attempt()
         raise AssertionError("tenacity ends with a result or an exception")
+
+
+class _DeadlineCall:
+    """One operation in flight: its task, when it must end, and whether it was cancelled
+    for passing that point."""
+
+    __slots__ = ("cancelling", "due", "expired", "owner", "task")
+
+    def __init__(self, owner: _Deadlines, task: asyncio.Task[object], due: float) -> None:
+        self.owner = owner
+        self.task = task
+        self.due = due
+        self.cancelling = task.cancelling()
+        self.expired = False
+
+    def withdraw_cancel(self) -> int:
+        """Take back the cancellation the deadline asked for; how many others remain."""
+        self.expired = False
+        return self.task.uncancel()
+
+    def leave(self) -> None:
+        self.owner.calls.discard(self)
+        if self.expired:  # the deadline passed as the call ended: as asyncio.timeout does
+            self.withdraw_cancel()
+
+
+class _Deadlines:
+    """The deadlines of the operations in flight on one event loop, watched by one timer
+    set for the earliest of them. `asyncio.timeout` arms and cancels a timer per call,
+    which costs more CPU than the rest of a successful call's trip through this layer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.calls: set[_DeadlineCall] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def enter(self, seconds: float) -> _DeadlineCall:
+        task = asyncio.current_task(self.loop)
+        if task is None:
+            raise RuntimeError("a store operation must run inside an asyncio task")
+        call = _DeadlineCall(self, task, self.loop.time() + seconds)
+        self.calls.add(call)
+        if self._timer is None or call.due < self._timer.when():
+            self._arm(call.due)
+        return call
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        # A timer may fire a clock tick early; a call this close to its end is done.
+        now = self.loop.time() + 0.001
+        pending = []
+        for call in self.calls:
+            if call.expired:
+                continue
+            if call.due <= now:
+                call.expired = True
+                call.task.cancel()
+            else:
+                pending.append(call.due)
+        if pending:
+            self._arm(min(pending))
+
+
+_deadlines_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+_last_deadlines: _Deadlines | None = None  # those of the loop seen last: nearly always
+
+
+def _deadlines() -> _Deadlines:
+    global _last_deadlines
+    loop = asyncio.get_running_loop()
+    deadlines = _last_deadlines
+    if deadlines is None or deadlines.loop is not loop:
+        deadlines = _deadlines_by_loop.get(loop)
+        if deadlines is None:
+            deadlines = _deadlines_by_loop[loop] = _Deadlines(loop)
+        _last_deadlines = deadlines
+    return deadlines

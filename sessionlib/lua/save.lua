@@ -18,16 +18,28 @@ if ttl <= 0 then
   redis.call('DEL', KEYS[1])
   return -1
 end
--- '_ops' is "id@ms id@ms ...": the operations applied within the window.
-local kept = {}
-for op, at in string.gmatch(meta[4] or '', '(%S+)@(%d+)') do
-  if op == ARGV[1] then return tonumber(meta[5]) end
-  if now - tonumber(at) < tonumber(ARGV[2]) then table.insert(kept, op .. '@' .. at) end
+-- '_ops' is "id@ms id@ms ...", oldest first: the operations applied within the window.
+-- A busy session holds thousands, so it is searched as plain text and only its expired
+-- head is parsed (each entry once), never the whole list on every save.
+local ops = meta[4] or ''
+local mine = ARGV[1] .. '@'
+if string.sub(ops, 1, #mine) == mine or string.find(ops, ' ' .. mine, 1, true) then
+  return tonumber(meta[5])
 end
-table.insert(kept, ARGV[1] .. '@' .. now)
+local from, window = 1, tonumber(ARGV[2])
+while true do
+  local _, last, at = string.find(ops, '^%S+@(%d+) *', from)
+  if not last or now - tonumber(at) < window then break end
+  from = last + 1
+end
+-- Each copy of a long string costs: cut the head only when there is one, and build the
+-- new list in one concatenation.
+if from > 1 then ops = string.sub(ops, from) end
+local separator = ''
+if ops ~= '' then separator = ' ' end
 local pairs_end = 3 + 2 * tonumber(ARGV[3])
 if pairs_end > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, pairs_end)) end
 if #ARGV > pairs_end then redis.call('HDEL', KEYS[1], unpack(ARGV, pairs_end + 1, #ARGV)) end
-redis.call('HSET', KEYS[1], '_accessed', now, '_ops', table.concat(kept, ' '))
+redis.call('HSET', KEYS[1], '_accessed', now, '_ops', ops .. separator .. mine .. now)
 redis.call('PEXPIRE', KEYS[1], ttl)
 return redis.call('HINCRBY', KEYS[1], '_ver', 1)
