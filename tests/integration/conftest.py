@@ -14,6 +14,7 @@ from deploy.local.cluster import ClusterSpec, LocalCluster
 from sessionlib.config import RedisSettings, RetrySettings, SessionSettings, Settings
 from sessionlib.metrics import StoreMetrics
 from sessionlib.store import SessionStore
+from tests.support.faults import ReplyLosingConnection
 
 FreePorts = Callable[[int], list[int]]
 
@@ -61,6 +62,15 @@ async def make_store(redis_server) -> AsyncIterator[Callable[..., SessionStore]]
     for store in made:
         await store.redis.flushdb()
         await store.close()
+
+
+@pytest.fixture
+async def lossy_store(redis_server):
+    """A store whose connection can lose one reply (see ReplyLosingConnection)."""
+    pool = ConnectionPool.from_url(redis_server.url, connection_class=ReplyLosingConnection)
+    store = SessionStore(Redis(connection_pool=pool), SessionSettings())
+    yield store
+    await store.close()
 
 
 @pytest.fixture

@@ -4,22 +4,10 @@ than the retry window are dropped by the next save, so a busy session stays smal
 Against a real redis-server."""
 
 import pytest
-from redis.asyncio import ConnectionPool, Redis
 
-from sessionlib.config import SessionSettings
-from sessionlib.store import SessionStore
 from tests.support.faults import ReplyLosingConnection
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def lossy_store(redis_server):
-    """A store whose connection can lose one reply (see ReplyLosingConnection)."""
-    pool = ConnectionPool.from_url(redis_server.url, connection_class=ReplyLosingConnection)
-    store = SessionStore(Redis(connection_pool=pool), SessionSettings())
-    yield store
-    await store.close()
 
 
 async def test_a_retried_save_is_recognised_behind_many_other_writes(lossy_store, make_store):

@@ -6,7 +6,6 @@ request paused between its load and its commit."""
 import logging
 
 import pytest
-from redis.asyncio import ConnectionPool, Redis
 
 from sessionlib.config import DurabilitySettings, SessionSettings, load_settings
 from sessionlib.errors import DurabilityShortfall, SessionMoved
@@ -14,15 +13,6 @@ from sessionlib.store import SessionStore
 from tests.support.faults import ReplyLosingConnection
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def lossy_store(redis_server):
-    """A store whose connection can lose one reply (see ReplyLosingConnection)."""
-    pool = ConnectionPool.from_url(redis_server.url, connection_class=ReplyLosingConnection)
-    store = SessionStore(Redis(connection_pool=pool), SessionSettings())
-    yield store
-    await store.close()
 
 
 async def session_keys(store: SessionStore) -> list[bytes]:

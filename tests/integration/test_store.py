@@ -108,7 +108,9 @@ async def test_absolute_timeout_wins_over_activity(make_store):
     store = make_store(
         # Equal timeouts (idle may not exceed absolute): the read at 1 s would slide the
         # TTL back to 2 s if only the idle timeout counted.
-        idle_timeout_seconds=2, absolute_timeout_seconds=2, refresh_throttle_seconds=0
+        idle_timeout_seconds=2,
+        absolute_timeout_seconds=2,
+        refresh_throttle_seconds=0,
     )
     sid = await store.create({"a": 1})
     assert await store.redis.pttl(store.session_key(sid)) <= 2000
