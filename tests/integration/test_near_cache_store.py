@@ -222,3 +222,29 @@ async def test_while_no_master_answers_a_cached_session_is_served_flagged_stale(
         await until(current_again, timeout=30, what="a current read after the failover")
     finally:
         await store.close()
+
+
+async def test_a_session_redis_evicts_under_memory_pressure_is_dropped_here_too(redis_server):
+    # Sessions read from memory never touch their key in Redis, so under maxmemory with an
+    # LRU policy they are the first to go; Redis' invalidation must take them from here too.
+    store = near_cached_store(redis_server.url)
+    try:
+        session_id = await store.create({"cart": ["tea"]})
+        await until_cached(store, session_id)
+        used = int((await store.redis.info("memory"))["used_memory"])
+        await store.redis.config_set("maxmemory-policy", "allkeys-lru")
+        await store.redis.config_set("maxmemory", used + 256 * 1024)
+        filler = "x" * 1024
+        for n in range(2048):
+            await store.redis.set(f"filler:{n}", filler)
+            if not await store.redis.exists(store.session_key(session_id)):
+                break
+        assert not await store.redis.exists(store.session_key(session_id)), "never evicted"
+
+        async def dropped_here() -> bool:
+            return await store.load(session_id) is None
+
+        await until(dropped_here, what="the evicted session refused here")
+    finally:
+        await store.redis.config_set("maxmemory", 0)
+        await store.close()
