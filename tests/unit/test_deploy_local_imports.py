@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests.support.source import parse_source
+
 LOCAL = Path(__file__).resolve().parents[2] / "deploy" / "local"
 CLI = "deploy.local.cli"
 
@@ -13,7 +15,7 @@ CLI = "deploy.local.cli"
 def imported_modules(source: Path) -> set[str]:
     """Every module `source` imports, at the top or inside a function or `if` block."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source.read_text(), filename=str(source))):
+    for node in ast.walk(parse_source(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module is not None:

@@ -21,6 +21,7 @@ from sessionlib.metrics import (
 )
 from sessionlib.observer import STORE_OPERATIONS, StoreObserver
 from sessionlib.resilience import RETRY_REASONS
+from tests.support.source import parse_source
 
 CONTRACT = {
     "sessionlib_store_operations_total": ("counter", {"operation", "outcome"}),
@@ -106,7 +107,7 @@ def operations_the_store_runs() -> set[str]:
     """The names `store.py` passes to `_call`: literals, or the literals assigned in the
     same function to the variable it passes (a name that arrives as a parameter is not
     followed)."""
-    tree = ast.parse((Path(sessionlib.__file__).parent / "store.py").read_text())
+    tree = parse_source(Path(sessionlib.__file__).parent / "store.py")
     names: set[str] = set()
     for function in ast.walk(tree):
         if not isinstance(function, ast.AsyncFunctionDef | ast.FunctionDef):
