@@ -22,7 +22,7 @@ from redis import exceptions as redis_errors
 from redis._parsers.commands import AsyncCommandsParser
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.cluster import REPLICA
@@ -276,9 +276,11 @@ class SessionCluster(RedisCluster):
         ]
 
     async def _replicas_of(self, slot: int, timeout_seconds: float) -> list[ClusterNode]:
-        """The replicas of `slot`'s master. CLUSTER SLOTS names a replica only once it has
-        replicated something, so a map loaded on a fresh cluster names none: then the
-        other masters are asked what they know now, and the map learns it."""
+        """The replicas of `slot`'s master. CLUSTER SLOTS names a replica only once the
+        node asked has heard (by gossip) that it replicated something, so a map loaded on
+        a fresh cluster names none: then the other masters are asked CLUSTER SHARDS, which
+        names every replica, and the map learns them. A replica with nothing yet answers
+        an empty hash, which proves nothing, so the load goes on waiting for the master."""
         serving = self.nodes_manager.slots_cache.get(slot)
         if not serving:
             return []
@@ -287,20 +289,25 @@ class SessionCluster(RedisCluster):
         others = [node for node in self.get_primaries() if node is not serving[0]]
         answers = await asyncio.gather(
             *(
-                asyncio.wait_for(_send_together(node, [("CLUSTER", "SLOTS")]), timeout_seconds)
+                asyncio.wait_for(_send_together(node, [("CLUSTER", "SHARDS")]), timeout_seconds)
                 for node in others
             ),
             return_exceptions=True,
         )
+        port_field = "tls-port" if self._speaks_tls() else "port"
         for answer in answers:
             if not isinstance(answer, list) or isinstance(answer[0], Exception):
                 continue
-            for start, end, _master, *replicas in answer[0]:
-                if int(start) <= slot <= int(end) and replicas:
-                    found = [self._node_at(_text(host), int(port)) for host, port, *_ in replicas]
-                    serving.extend(found)  # shared by every slot of the range
-                    return found
+            addresses = _replica_addresses(answer[0], slot, port_field)
+            if addresses:
+                found = [self._node_at(host, port) for host, port in addresses]
+                serving.extend(found)  # shared by every slot of the range
+                return found
         return []
+
+    def _speaks_tls(self) -> bool:
+        connection_class = self.nodes_manager.connection_kwargs.get("connection_class")
+        return isinstance(connection_class, type) and issubclass(connection_class, SSLConnection)
 
     def _node_at(self, host: str, port: int) -> ClusterNode:
         known = self.get_node(host=host, port=port)
@@ -313,6 +320,33 @@ class SessionCluster(RedisCluster):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _replica_addresses(shards: Any, slot: int, port_field: str) -> list[tuple[str, int]]:
+    """Where the live replicas of the shard serving `slot` answer, from a CLUSTER SHARDS
+    reply (RESP2 pairs or RESP3 maps): each one's preferred endpoint and client port."""
+    for shard in shards:
+        fields = _as_map(shard)
+        bounds = [int(bound) for bound in fields.get("slots", [])]
+        ranges = zip(bounds[::2], bounds[1::2], strict=True)
+        if not any(start <= slot <= end for start, end in ranges):
+            continue
+        replicas = (_as_map(node) for node in fields.get("nodes", []))
+        return [
+            (_text(node["endpoint"]), int(node[port_field]))
+            for node in replicas
+            if _text(node.get("role", b"")) == "replica"
+            and _text(node.get("health", b"")) != "failed"
+            and _text(node.get("endpoint", b"?")) not in ("", "?")
+            and port_field in node
+        ]
+    return []
+
+
+def _as_map(reply: Any) -> dict[str, Any]:
+    """A reply map with text keys, whether it came as RESP3 map or RESP2 pairs."""
+    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+    return {_text(key): value for key, value in pairs}
 
 
 def create_cluster(

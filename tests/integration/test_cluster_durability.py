@@ -151,6 +151,22 @@ async def test_while_the_master_of_its_slot_is_paused_a_load_is_served_stale_by_
     assert fresh is not None and fresh.attributes == {"cart": ["sku-1"]}
 
 
+async def test_a_stale_read_finds_the_slots_replica_before_gossip_says_it_replicated_anything(
+    make_cluster_store: Callable[..., SessionStore], cluster: LocalCluster
+) -> None:
+    """On a fresh cluster no node's CLUSTER SLOTS names a replica yet (each learns a
+    replica's offset by gossip, and it is 0 until the first write), so a read asked of the
+    replicas right after a first write to the slot found none and waited for the master."""
+    store = make_cluster_store(session=SessionSettings(stale_reads_during_failover=True))
+    key = store.session_key("never-written")
+    assert await store.load("never-written") is None  # the slot map is loaded
+    assert store.replicas is not None
+
+    copies = await store.replicas.read_hash(key)
+
+    assert copies == [{}], "the slot's one replica answered (it holds no such session)"
+
+
 async def test_with_the_shard_of_slot_zero_lost_the_other_shards_keep_taking_durable_writes(
     make_cluster_store: Callable[..., SessionStore], cluster: LocalCluster
 ) -> None:

@@ -75,14 +75,17 @@ def secure_store(
     observer: RecordingObserver | None = None,
     *,
     deadline_seconds: float = 15.0,
+    session: dict[str, Any] | None = None,
     **redis_settings: Any,
 ) -> SessionStore:
     """A store configured as the services are (`cluster.redis_settings()`: the `sessionlib`
-    user over mutual TLS), with `redis_settings` on top (`tls` merged key by key)."""
+    user over mutual TLS), with `redis_settings` on top (`tls` merged key by key) and
+    `session` settings."""
     settings = cluster.redis_settings() | {"retry": {"deadline_seconds": deadline_seconds}}
     tls = settings["tls"] | redis_settings.pop("tls", {})
     settings |= redis_settings | {"tls": tls}
-    return SessionStore.from_settings(load_settings("dev", redis=settings), observer=observer)
+    resolved = load_settings("dev", redis=settings, session=session or {})
+    return SessionStore.from_settings(resolved, observer=observer)
 
 
 def denials(cluster: LocalCluster) -> dict[str, list[str]]:
@@ -379,6 +382,23 @@ async def test_a_user_who_may_not_read_the_slot_map_is_refused_at_once_naming_it
     message = await refusal(store, observer)
 
     assert "'no-slot-map'" in message and "cluster|slots" in message
+
+
+async def test_a_stale_read_reaches_the_slots_replica_over_tls_on_a_fresh_cluster(
+    secure_cluster: LocalCluster,
+) -> None:
+    """Before gossip names any replica in CLUSTER SLOTS, the replicas are found through
+    CLUSTER SHARDS, on their TLS ports, with the app user's rights."""
+    store = secure_store(secure_cluster, session={"stale_reads_during_failover": True})
+    try:
+        assert await store.load(SOME_ID) is None  # the slot map is loaded
+        assert store.replicas is not None
+        copies = await store.replicas.read_hash(store.session_key(SOME_ID))
+    finally:
+        await store.close()
+
+    assert copies == [{}], "the slot's one replica answered over TLS"
+    assert denials(secure_cluster) == {}
 
 
 # --- failover ----------------------------------------------------------------------------------
