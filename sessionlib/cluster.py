@@ -147,7 +147,8 @@ class _CommandTable(AsyncCommandsParser):
 
 
 def _key_of(command: Sequence[Any]) -> Any:
-    """The one key of a sessionlib command: scripts take theirs after the key count."""
+    """The key that places a sessionlib command: scripts take theirs after the key count,
+    and a script's keys share one slot."""
     if str(command[0]).upper() in ("EVALSHA", "EVAL"):
         return command[3]
     return command[1]

@@ -70,6 +70,10 @@ RETRY_REASONS = tuple(
 WRONG_NODE_REASONS = frozenset({"no_master", "readonly", "timeout", "connection", "masterdown"})
 
 
+# How much of the last failure a deadline's message repeats.
+_MAX_FAILURE_TEXT = 160
+
+
 def retry_reason(exc: BaseException) -> str | None:
     """The metric label for a retryable error, or None when retrying cannot help
     (a refusal: wrong credentials, a missing permission, a refused certificate)."""
@@ -127,23 +131,30 @@ class RetryPolicy:
         running one again after an unknown outcome is safe.
         """
         call = _deadlines().enter(self.deadline_seconds)
+        failures: list[Exception] = []
         try:
-            return await self._attempts(operation, attempt, observer, before_retry, nap)
+            return await self._attempts(operation, attempt, observer, before_retry, nap, failures)
         except asyncio.CancelledError:
             # Ours when the deadline cancelled it and nobody else asked for cancellation.
             if call.expired and call.withdraw_cancel() <= call.cancelling:
-                raise self._deadline_passed(operation, observer) from None
+                raise self._deadline_passed(operation, observer, failures) from None
             raise
         except TimeoutError:
             # An attempt's own (built-in) timeout, left when retries ran out: the deadline's.
-            raise self._deadline_passed(operation, observer) from None
+            raise self._deadline_passed(operation, observer, failures) from None
         finally:
             call.leave()
 
-    def _deadline_passed(self, operation: str, observer: StoreObserver) -> Exception:
+    def _deadline_passed(
+        self, operation: str, observer: StoreObserver, failures: list[Exception]
+    ) -> Exception:
+        """The deadline's timeout, naming the last failure before it: an attempt cut off
+        says nothing, the one before it may say why (a node that is not the master)."""
         observer.retry(operation, "timeout")
+        last = next((f for f in reversed(failures) if not isinstance(f, TimeoutError)), None)
+        why = f" (last failure: {_one_line(last)})" if last is not None else ""
         return redis_errors.TimeoutError(
-            f"{operation}: no answer within the {self.deadline_seconds:g}s deadline"
+            f"{operation}: no answer within the {self.deadline_seconds:g}s deadline{why}"
         )
 
     async def _attempts(
@@ -153,7 +164,9 @@ class RetryPolicy:
         observer: StoreObserver,
         before_retry: Callable[[], Awaitable[None]] | None,
         nap: Callable[[float], Awaitable[None]],
+        failures: list[Exception],
     ) -> T:
+        """The attempts; each retryable failure is appended to `failures`."""
         started = time.monotonic()
         try:
             return await attempt()
@@ -161,6 +174,7 @@ class RetryPolicy:
             reason = retry_reason(exc)
             if reason is None:
                 raise
+            failures.append(exc)
             observer.retry(operation, reason)
             last_reason = reason
             first_failure = exc
@@ -172,6 +186,8 @@ class RetryPolicy:
         def count(state: RetryCallState) -> None:
             nonlocal last_reason
             exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, Exception):
+                failures.append(exc)
             last_reason = (exc and retry_reason(exc)) or "unknown"
             observer.retry(operation, last_reason)
 
@@ -268,6 +284,12 @@ _deadlines_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadli
 
 
 _last_deadlines: _Deadlines | None = None  # those of the loop seen last: nearly always
+
+
+def _one_line(exc: Exception) -> str:
+    """A failure as one short line (redis-py's messages may span lines)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= _MAX_FAILURE_TEXT else text[: _MAX_FAILURE_TEXT - 1] + "…"
 
 
 def _deadlines() -> _Deadlines:

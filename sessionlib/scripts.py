@@ -2,7 +2,8 @@
 
 A freshly promoted master has an empty script cache, so the fallback matters after
 every failover; in the steady state each call is one `EVALSHA` round trip. Every script
-touches one key, so in Cluster mode it runs on the node that owns that key.
+touches one session's keys, all in one slot (the `{<sid>}` hash tag), so in Cluster mode
+it runs on the node that owns that slot.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Key layout (contract): `{prefix}:s:{<sid>}` holds metadata fields (`_created`,
 `_accessed`, `_idle`, `_abs`, `_ver`, `_user`) and one JSON field per attribute (sealed
 by `sessionlib.encryption` when encryption at rest is on);
-`{prefix}:u:{<user>}` is a sorted set of the user's session ids by absolute expiry.
+`{prefix}:u:{<user>}` is a sorted set of the user's session ids by absolute expiry;
+`{prefix}:o:{<sid>}` is a sorted set of the ids of the session's saves within the retry
+window (it expires with the window), so a retried save never applies twice.
 """
 
 from __future__ import annotations
@@ -172,6 +174,10 @@ class SessionStore:
     def session_key(self, session_id: str) -> str:
         return f"{self.settings.key_prefix}:s:{{{session_id}}}"
 
+    def operations_key(self, session_id: str) -> str:
+        """The ids of the session's recent saves (in its hash's slot), for safe retries."""
+        return f"{self.settings.key_prefix}:o:{{{session_id}}}"
+
     def user_key(self, user: str) -> str:
         return f"{self.settings.key_prefix}:u:{{{user}}}"
 
@@ -280,15 +286,15 @@ class SessionStore:
         for name, value in self.codec.stored_form(loaded.id, delta.to_set).items():
             args += [name, value]
         args += delta.to_remove
-        key = self.session_key(loaded.id)
+        keys = [self.session_key(loaded.id), self.operations_key(loaded.id)]
         try:
             if self.settings.durability.replicas:
-                step: Step = lambda p: _SAVE.queue(p, [key], args)  # noqa: E731
+                step: Step = lambda p: _SAVE.queue(p, keys, args)  # noqa: E731
                 reply = await self._call("save", lambda: self._write([step], [_SAVE]))
                 version = int(reply[0])
             else:
                 # One command and no WAIT: a pipeline object would only add CPU.
-                version = int(await self._call("save", lambda: _SAVE.run(self.redis, [key], args)))
+                version = int(await self._call("save", lambda: _SAVE.run(self.redis, keys, args)))
         finally:
             self._forget_cached(loaded.id)
         if version == -2:

@@ -24,7 +24,8 @@ FAILOVER_TIMEOUT = 30.0
 # What a failing request may raise while a shard fails over or moves: the store is
 # unavailable (a 503 with Retry-After), or WAIT found no replica in time; never a refusal.
 OUTAGE_ERRORS = {"SessionStoreUnavailable", "DurabilityShortfall"}
-_SESSION_ID = re.compile(r"\{(.+)\}")
+_HASH_TAG = re.compile(r"\{(.+)\}")
+_SESSION_ID = re.compile(r":s:\{(.+)\}$")
 
 
 def assert_failures_are_outages(record: RunRecord) -> None:
@@ -51,7 +52,8 @@ def busiest_master(cluster: LocalCluster) -> tuple[Node, list[str]]:
 
 
 def sessions_of(keys: list[str]) -> list[str]:
-    """Session ids from session keys (`{prefix}:s:{<sid>}`)."""
+    """Session ids from the session keys (`{prefix}:s:{<sid>}`) among `keys`; user indexes
+    and operation ids name no session of their own."""
     return [m[1] for key in keys if (m := _SESSION_ID.search(key))]
 
 
@@ -79,9 +81,11 @@ def wait_for_new_master(cluster: LocalCluster, slot: int, old: Node) -> Node:
     return found[-1]
 
 
-def _probe_key(session_key: str) -> str:
-    """A key in the same slot as a session (same hash tag), safe to write directly."""
-    return "chaos:probe:{" + sessions_of([session_key])[0] + "}"
+def _probe_key(key: str) -> str:
+    """A key in the same slot as `key` (same hash tag), safe to write directly."""
+    tag = _HASH_TAG.search(key)
+    assert tag is not None, key
+    return "chaos:probe:{" + tag[1] + "}"
 
 
 async def kill_slot_master_repeatedly(

@@ -177,6 +177,26 @@ async def test_only_a_failure_that_suggests_a_wrong_node_re_asks_sentinel(error,
     assert bool(confirmations) is asks_sentinel
 
 
+async def test_the_deadlines_timeout_names_the_last_failure_an_attempt_reported():
+    attempts = 0
+
+    async def refused_then_hangs() -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise redis_errors.ConnectionError("127.0.0.1:6380 is not a master\n(ROLE slave)")
+        await asyncio.sleep(30)
+        return "never"
+
+    policy = RetryPolicy(deadline_seconds=0.3, initial_backoff_seconds=0.01)
+    with pytest.raises(redis_errors.TimeoutError) as timed_out:
+        await policy.call("load", refused_then_hangs, RecordingObserver())
+    assert str(timed_out.value) == (
+        "load: no answer within the 0.3s deadline "
+        "(last failure: 127.0.0.1:6380 is not a master (ROLE slave))"
+    )
+
+
 async def test_the_deadline_also_bounds_an_attempt_that_hangs():
     async def hangs() -> str:
         await asyncio.sleep(30)
