@@ -61,6 +61,10 @@ def _add_sessions(app: FastAPI, variant: str, redis: str) -> None:
     elif variant == NEAR:
         registry = CollectorRegistry()
         settings = settings_with(RedisSettings(url=redis), near_cache=True)
+        # Its own key prefix: its invalidation channel (BCAST on `<prefix>:s:`) would
+        # otherwise hear every write of the sessionlib variant on the same redis-server,
+        # and Redis would spend (b)'s rounds pushing them.
+        settings.session.key_prefix = NEAR
         store = SessionStore.from_settings(settings, near_cache_observer=NearCacheMetrics(registry))
         app.add_middleware(
             SessionMiddleware, store=store, exclude_paths=["/healthz", NEAR_CACHE_COUNTS]
