@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
 from deploy.compose.engine import PrivateDockerEngine
@@ -215,13 +215,10 @@ class HaStack:
         return client
 
     def cluster(self) -> RedisCluster:
-        """The admin user on the Cluster stack, from the host."""
-        return RedisCluster(
-            host="127.0.0.1",
-            port=self.ports["CLUSTER_1_PORT"],
-            decode_responses=True,
-            **self.login(),
-        )
+        """The admin user on the Cluster stack, from the host, knowing every node at start:
+        any of them may be the one a test killed."""
+        nodes = [ClusterNode("127.0.0.1", self.ports[f"CLUSTER_{n}_PORT"]) for n in range(1, 7)]
+        return RedisCluster(startup_nodes=nodes, decode_responses=True, **self.login())
 
     def cluster_node(self, service: str) -> redis.Redis:
         """The admin user on one node of the Cluster stack (cluster-1..6), from the host."""
