@@ -37,7 +37,9 @@ from redis.exceptions import (
     SlotNotCoveredError,
 )
 
+from sessionlib.cluster_views import reply_fields
 from sessionlib.config import RedisSettings
+from sessionlib.serialization import as_text
 
 # The client the store talks through, whatever the topology.
 RedisClient = Union[Redis, RedisCluster]  # noqa: UP007 (a runtime alias, used in isinstance)
@@ -319,35 +321,25 @@ class SessionCluster(RedisCluster):
         return node
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _replica_addresses(shards: Any, slot: int, port_field: str) -> list[tuple[str, int]]:
     """Where the live replicas of the shard serving `slot` answer, from a CLUSTER SHARDS
     reply (RESP2 pairs or RESP3 maps): each one's preferred endpoint and client port."""
     for shard in shards:
-        fields = _as_map(shard)
+        fields = reply_fields(shard)
         bounds = [int(bound) for bound in fields.get("slots", [])]
         ranges = zip(bounds[::2], bounds[1::2], strict=True)
         if not any(start <= slot <= end for start, end in ranges):
             continue
-        replicas = (_as_map(node) for node in fields.get("nodes", []))
+        replicas = (reply_fields(node) for node in fields.get("nodes", []))
         return [
-            (_text(node["endpoint"]), int(node[port_field]))
+            (as_text(node["endpoint"]), int(node[port_field]))
             for node in replicas
-            if _text(node.get("role", b"")) == "replica"
-            and _text(node.get("health", b"")) != "failed"
-            and _text(node.get("endpoint", b"?")) not in ("", "?")
+            if as_text(node.get("role", b"")) == "replica"
+            and as_text(node.get("health", b"")) != "failed"
+            and as_text(node.get("endpoint", b"?")) not in ("", "?")
             and port_field in node
         ]
     return []
-
-
-def _as_map(reply: Any) -> dict[str, Any]:
-    """A reply map with text keys, whether it came as RESP3 map or RESP2 pairs."""
-    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
-    return {_text(key): value for key, value in pairs}
 
 
 def create_cluster(

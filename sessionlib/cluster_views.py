@@ -119,10 +119,10 @@ def view_from_shards(address: str, reply: Any) -> ClusterView:
     """A partial view from CLUSTER SHARDS (RESP2 or RESP3): owners, roles and health."""
     nodes = []
     for shard in reply:
-        fields = _fields(shard)
+        fields = reply_fields(shard)
         bounds = [int(bound) for bound in fields["slots"]]
         slots = tuple(zip(bounds[::2], bounds[1::2], strict=True))
-        members = [_fields(member) for member in fields["nodes"]]
+        members = [reply_fields(member) for member in fields["nodes"]]
         master_id = next(
             (as_text(m["id"]) for m in members if as_text(m["role"]) == "master"), None
         )
@@ -148,7 +148,7 @@ def view_from_shards(address: str, reply: Any) -> ClusterView:
     return ClusterView(address, {}, tuple(nodes), partial=True)
 
 
-def _fields(reply: Any) -> dict[str, Any]:
+def reply_fields(reply: Any) -> dict[str, Any]:
     """A RESP3 map or a RESP2 flat list of names and values, as a dict."""
     if isinstance(reply, dict):
         return {as_text(name): value for name, value in reply.items()}
