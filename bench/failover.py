@@ -272,7 +272,8 @@ async def run(plan: Plan, topology: LocalTopology) -> dict[str, Any]:
 
         target = Target(topology, store.session_key(sid))
         calls = {SESSIONLIB: sessionlib_write, PLAIN: plain_write}
-        return _summary(await _kills(target, calls, plan), target, "writes")
+        summary = _summary(await _kills(target, calls, plan), target, "writes")
+        return {**summary, "down_after_ms": topology.spec.down_after_ms}
     finally:
         await store.close()
         await plain.aclose()

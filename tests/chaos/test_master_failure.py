@@ -10,7 +10,7 @@ from tests.chaos.scenarios import kill_master_repeatedly, pause_master
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 
-# Sentinel locally: down-after 1 s, then the vote and the promotion (failover-timeout 3 s).
+# Sentinel locally: down-after 2 s, then the vote and the promotion (failover-timeout 3 s).
 OUTAGE_BOUND_SECONDS = 15.0
 SETTLE_SECONDS = 1.0
 

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
 # From the acknowledged logout to the refusal: an invalidation takes milliseconds; across
 # the kill the channel is re-opened on the new master and the store follows Sentinel, both
-# within Sentinel's own failover (down-after 1 s locally). Generous: a loaded 2-core machine.
+# within Sentinel's own failover (down-after 2 s locally). Generous: a loaded 2-core machine.
 REFUSAL_BOUND_SECONDS = 15.0
 NEAR_CACHE = {"enabled": True, "health_check_interval_seconds": 0.5}
 

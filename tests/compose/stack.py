@@ -105,7 +105,7 @@ class HaStack:
         lines += [
             f"GRAFANA_ADMIN_PASSWORD={secrets.token_hex(8)}",
             # The local topology's timings (DESIGN §6), so a failover takes seconds.
-            "SENTINEL_DOWN_AFTER_MS=1000",
+            "SENTINEL_DOWN_AFTER_MS=2000",
             "SENTINEL_FAILOVER_TIMEOUT_MS=3000",
             # As the local topology's Cluster mode (DESIGN §3a).
             "CLUSTER_NODE_TIMEOUT_MS=1000",

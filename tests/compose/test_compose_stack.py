@@ -19,7 +19,7 @@ from tests.compose.stack import SERVICES, HaStack, log_in, readiness, wait_until
 
 pytestmark = [pytest.mark.compose_engine, pytest.mark.timeout(1800)]
 
-# Sentinel's down-after (1 s in the test env) plus the election and the services' switch; a
+# Sentinel's down-after (2 s in the test env) plus the election and the services' switch; a
 # write that waits longer than this means the stack did not recover by itself.
 RECOVERY_BUDGET_SECONDS = 20.0
 # From `up` (or `start`) of a stopped stack to every container healthy: a fresh stack takes

@@ -23,7 +23,7 @@ CONTAINERS = ("redis", "sentinel")
 
 # Fast enough for tests on loopback, and the janitor's clock in seconds rather than minutes.
 TEST_TIMINGS = {
-    "DOWN_AFTER_MS": "1000",
+    "DOWN_AFTER_MS": "2000",
     "FAILOVER_TIMEOUT_MS": "5000",
     "COLD_START_WAIT_SECONDS": "5",
     "STALE_SENTINEL_SECONDS": "3",

@@ -135,6 +135,11 @@ def test_lint_reports_values_the_schema_refuses() -> None:
     assert "/redis/replicas" in errors and "/redis/image/tag" in errors
 
 
+def test_a_down_after_that_leaves_sentinel_no_time_to_reach_a_new_master_is_refused() -> None:
+    with pytest.raises(helm.HelmValuesError, match="/sentinel/downAfterMilliseconds"):
+        render({"sentinel": {"downAfterMilliseconds": 1000}})
+
+
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 def test_every_manifest_is_valid_for_kubernetes_in_strict_mode(
     variation: tuple[str, Rendered], kube_version: str

@@ -217,7 +217,7 @@ async def test_with_stale_reads_on_a_load_in_the_failover_window_is_served_by_a_
         with local_topology.client("master") as master:
             assert master.execute_command("WAIT", 2, 5000) == 2  # both replicas have it
         old_master = local_topology.master_address()
-        local_topology.kill("master")  # down-after is 1 s: the load below is inside the window
+        local_topology.kill("master")  # down-after is 2 s: the load below is inside the window
         loaded = await store.load(sid)
         assert loaded.stale and loaded.attributes == {"cart": ["a", "b"]}
         assert observer.operations[("load_stale", "success")] == 1

@@ -315,7 +315,7 @@ async def test_through_a_killed_master_reads_go_to_replicas_and_writes_resume_wi
         old_master = secure_topology.master_address()
 
         secure_topology.kill("master")
-        during = await store.load(sid)  # down-after is 1 s: inside the failover window
+        during = await store.load(sid)  # down-after is 2 s: inside the failover window
         new_master = secure_topology.wait_for_failover(old_master)
         await store.save(await store.load(sid), {"n": 2})
         await eventually(lambda: (new_master, True) in observer.masters)

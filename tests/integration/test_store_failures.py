@@ -163,7 +163,7 @@ async def test_stale_reads_honour_the_database_number(local_topology):
     try:
         sid = await store.create({"cart": ["a"]})
         time.sleep(0.3)  # replication is asynchronous
-        local_topology.kill("master")  # down-after is 1 s: the load is inside the window
+        local_topology.kill("master")  # down-after is 2 s: the load is inside the window
         loaded = await store.load(sid)
     finally:
         await store.close()
