@@ -198,6 +198,46 @@ previous_master() {
 	esac
 }
 
+# has_data: whether this node's volume holds its data (an append-only file or a snapshot).
+has_data() {
+	[ -n "$(ls -A "$data/appendonlydir" 2>/dev/null)" ] || [ -s "$data/dump.rdb" ]
+}
+
+# peers_hold_data: whether another node of REDIS_NODES that answers holds any key.
+peers_hold_data() {
+	for _node in ${REDIS_NODES:-}; do
+		[ "$_node" != "$self" ] || continue
+		admin_cli "${_node%:*}" "${_node##*:}" info keyspace | grep -q '^db[0-9]*:keys=[1-9]' &&
+			return 0
+	done
+	return 1
+}
+
+# wait_for_another_master: for a node the sentinels name master that comes back without its
+# data (a lost or new volume, before they noticed it was gone). As master it would hand its
+# replicas the empty data set; staying down lets the sentinels see it down and promote one of
+# them, and this node then starts as that one's replica. Sets `master` and `reason`. Should no
+# node that answers hold data either, there is nothing to lose, and it starts as master.
+wait_for_another_master() {
+	_said=$(date +%s)
+	echo "redis-entrypoint: the sentinels name this node master but $data holds no data:" \
+		"waiting for them to promote a replica"
+	while peers_hold_data; do
+		if sentinel_choice $(($(sentinel_count) / 2 + 1)) && [ "$master" != "$self" ] &&
+			[ "$(admin_cli "${master%:*}" "${master##*:}" role | head -n 1)" = master ]; then
+			reason="$reason, promoted while this node was down without its data"
+			return 0
+		fi
+		if [ $(($(date +%s) - _said)) -ge 10 ]; then
+			_said=$(date +%s)
+			echo "redis-entrypoint: still waiting: another node holds data"
+		fi
+		sleep 1
+	done
+	master=$self
+	reason="no data here, and no other node that answers holds any either"
+}
+
 # A node that does not know its role yet starts "parked": a replica of PARKED, where nothing
 # listens. It loads its data and answers Sentinel's PINGs (so the sentinels starting beside it
 # see no master down, and fail nothing over), but takes no write and lets no replica copy from
@@ -266,9 +306,10 @@ sentinel_first_master() {
 # A Redis node's config is rendered afresh at every start, with the role the sentinels give it:
 # whatever Redis wrote back into it (Sentinel's REPLICAOF and CONFIG REWRITE) may be stale by
 # the time the node comes back, the running stack's answer is not. When most sentinels answer
-# at once (they run already) the node starts in that role; when they do not (they are starting
-# too, as after `down` and `up`), it starts parked and follow_sentinels settles its role as
-# soon as they answer. A container run on its own (no SENTINEL_NODES) takes fallback_choice.
+# at once (they run already) the node starts in that role, as master only with its data (see
+# wait_for_another_master); when they do not (they are starting too, as after `down` and
+# `up`), it starts parked and follow_sentinels settles its role as soon as they answer. A
+# container run on its own (no SENTINEL_NODES) takes fallback_choice.
 redis_node() {
 	need REDIS_PORT REDIS_ANNOUNCE_HOST
 	conf=$data/redis.conf
@@ -295,6 +336,8 @@ masterauth $(quote "$REPLICA_PASSWORD")"
 	elif ! sentinel_choice $(($(sentinel_count) / 2 + 1)); then
 		parked=yes
 		master=$PARKED
+	elif [ "$master" = "$self" ] && ! has_data; then
+		wait_for_another_master
 	fi
 	if [ -n "$parked" ]; then
 		echo "redis-entrypoint: starting parked until most sentinels answer"
