@@ -33,6 +33,7 @@ from tests.helm.chart import (
     pod_spec,
     render,
     render_with_cluster_secret,
+    render_with_lookup,
     secret_values,
 )
 from tests.helm.pod import ACL_USERS
@@ -622,6 +623,33 @@ def test_every_pod_that_mounts_the_tls_secret_can_read_it_as_its_own_user() -> N
         assert tls["defaultMode"] == 0o440
         context = pod["securityContext"]
         assert context["fsGroup"] == context["runAsGroup"], workload["metadata"]["name"]
+
+
+SIGNING_KEYS_LOOKUP = '(lookup "v1" "Secret" .Release.Namespace $keys.existingSecret)'
+
+
+def test_rotated_signing_keys_change_the_services_checksum_so_they_roll(tmp_path: Path) -> None:
+    values = {"sessionlib": {"signingKeys": {"existingSecret": "session-keys"}}}
+
+    def checksums(keys: str) -> set[str]:
+        data = {"signing-keys": base64.b64encode(keys.encode()).decode()}
+        rendered = render_with_lookup(
+            values, SIGNING_KEYS_LOOKUP, {"data": data}, tmp_path / str(len(keys))
+        )
+        services = rendered.of_kind("Deployment")
+        assert {s["metadata"]["name"] for s in services} == {
+            f"{RELEASE}-sessionlib-ha-{c}" for c in ("gateway", "cart")
+        }
+        return {
+            s["spec"]["template"]["metadata"]["annotations"]["checksum/signing-keys"]
+            for s in services
+        }
+
+    before, after = checksums('["old-key"]'), checksums('["new-key","old-key"]')
+
+    assert len(before) == len(after) == 1
+    assert before != after
+    assert "checksum/signing-keys" not in json.dumps(render().objects)
 
 
 def test_a_renewed_certificate_changes_the_pods_checksum_so_they_roll(tmp_path: Path) -> None:

@@ -111,6 +111,8 @@ spec:
       {{- /* The services read the sessionlib password at start only: roll when it changes. */}}
       {{- $auth := include "sessionlib-ha.auth.checksumAnnotation" (dict "root" $root "users" (list "sessionlib")) | fromYaml | default dict }}
       {{- $annotations = merge $annotations $auth }}
+      {{- $keys := include "sessionlib-ha.signingKeys.checksumAnnotation" $root | fromYaml | default dict }}
+      {{- $annotations = merge $annotations $keys }}
       {{- $annotations = merge $annotations ($values.podAnnotations | default dict) }}
       {{- with $annotations }}
       annotations:

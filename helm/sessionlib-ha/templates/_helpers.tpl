@@ -358,6 +358,20 @@ checksum/tls: {{ include "sessionlib-ha.tls.secretData" . | sha256sum }}
 {{- end }}
 {{- end }}
 
+{{/*
+The pod annotation that carries a checksum of the signing keys as the cluster holds them now
+(found with lookup at install and upgrade; empty offline), or nothing without them. The
+services read SESSIONLIB_SESSION__SIGNING_KEYS at start only, so a rotated key list rolls
+them at the next `helm upgrade`, and no pod keeps signing with a list the others lack.
+*/}}
+{{- define "sessionlib-ha.signingKeys.checksumAnnotation" -}}
+{{- $keys := .Values.sessionlib.signingKeys }}
+{{- if $keys.existingSecret }}
+{{- $data := (lookup "v1" "Secret" .Release.Namespace $keys.existingSecret).data | default dict }}
+checksum/signing-keys: {{ index $data $keys.key | default "" | sha256sum }}
+{{- end }}
+{{- end }}
+
 {{/* --- Scheduling ----------------------------------------------------------------------- */}}
 
 {{/*
