@@ -84,10 +84,23 @@ def test_the_enabled_endpoint_lints_clean_and_is_valid_kubernetes(
         "ConfigMap",
         "Deployment",
         "NetworkPolicy",
+        "PodDisruptionBudget",
         "Service",
     ]
     for obj in objects:
         kubernetes_validate.validate(obj, kube_version, strict=True)
+
+
+def test_a_drain_never_takes_every_endpoint_pod_at_once() -> None:
+    rendered = render(ENABLED)
+    budget = rendered.one("PodDisruptionBudget", "haproxy")
+    pods = rendered.one("Deployment", "haproxy")
+
+    assert budget["spec"]["maxUnavailable"] == 1 < pods["spec"]["replicas"]
+    assert (
+        budget["spec"]["selector"]["matchLabels"].items()
+        <= labels(pods["spec"]["template"]).items()
+    )
 
 
 @pytest.mark.parametrize("name", sorted(VARIATIONS))
