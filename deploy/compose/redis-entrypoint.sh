@@ -397,6 +397,13 @@ sentinel_node() {
 	MASTER_PORT=$SENTINEL_MONITOR_PORT
 	QUORUM=${SENTINEL_QUORUM:-2}
 	DOWN_AFTER_MS=${SENTINEL_DOWN_AFTER_MS:-3000}
+	case $DOWN_AFTER_MS in
+	'' | *[!0-9]*) die "SENTINEL_DOWN_AFTER_MS must be a number of milliseconds, got '$DOWN_AFTER_MS'" ;;
+	esac
+	# A sentinel connects to an address at most once a second: with less, one that switched to
+	# a new master can count it down before it has reached it, and fail over a second time.
+	[ "$DOWN_AFTER_MS" -ge 2000 ] || die "SENTINEL_DOWN_AFTER_MS must be at least 2000" \
+		"(got $DOWN_AFTER_MS): a sentinel reaches a new master up to a second after a failover"
 	FAILOVER_TIMEOUT_MS=${SENTINEL_FAILOVER_TIMEOUT_MS:-10000}
 	render_acl "$templates/sentinel-users.acl" "$data/users.acl"
 	# This sentinel logs in as "sentinel" to the Redis nodes (auth-user/auth-pass) and to the

@@ -627,25 +627,43 @@ def test_redis_entrypoint_keeps_a_config_redis_has_rewritten_with_this_starts_lo
     assert hashlib.sha256(b"rotated").hexdigest() in (tmp_path / "users.acl").read_text()
 
 
-def test_sentinel_entrypoint_refuses_a_password_sentinel_could_not_write_back(
-    tmp_path: Path,
-) -> None:
-    result = subprocess.run(
+def _start_sentinel(data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The sentinel entrypoint with a complete setting, changed by `env`; not checked."""
+    return subprocess.run(
         ["sh", str(COMPOSE_DIR / "redis-entrypoint.sh"), "sentinel"],
         env={
             "PATH": os.environ["PATH"],
-            "SESSIONLIB_DATA_DIR": str(tmp_path),
+            "SESSIONLIB_DATA_DIR": str(data_dir),
             "SENTINEL_PORT": "26380",
             "SENTINEL_ANNOUNCE_HOST": "s",
             "SENTINEL_MONITOR_HOST": "r",
             "SENTINEL_MONITOR_PORT": "6380",
             **PASSWORDS,
-            "SENTINEL_PASSWORD": "has space",
+            **env,
         },
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+@pytest.mark.parametrize(
+    ("down_after", "message"), [("1000", "at least 2000"), ("2s", "a number of milliseconds")]
+)
+def test_sentinel_entrypoint_refuses_a_down_after_it_cannot_keep(
+    down_after: str, message: str, tmp_path: Path
+) -> None:
+    result = _start_sentinel(tmp_path, SENTINEL_DOWN_AFTER_MS=down_after)
+
+    assert result.returncode != 0
+    assert f"SENTINEL_DOWN_AFTER_MS must be {message}" in result.stderr
+    assert not (tmp_path / "sentinel.conf").exists()
+
+
+def test_sentinel_entrypoint_refuses_a_password_sentinel_could_not_write_back(
+    tmp_path: Path,
+) -> None:
+    result = _start_sentinel(tmp_path, SENTINEL_PASSWORD="has space")
 
     assert result.returncode != 0
     assert "SENTINEL_PASSWORD must not contain white space" in result.stderr
