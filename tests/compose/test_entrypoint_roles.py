@@ -53,6 +53,14 @@ def start_node_on_a_new_volume(topology: LocalTopology, node: Node, volume: Path
     return result.stdout
 
 
+def hold_off_failovers(topology: LocalTopology) -> None:
+    """Sentinel waits 5 s, not 2, before it counts a master down: the entrypoint asks the
+    sentinels while they still name the killed master, on a loaded machine too."""
+    for sentinel in topology.sentinel_nodes:
+        with topology.client(sentinel) as client:
+            client.sentinel_set(topology.master_name, "down-after-milliseconds", 5000)
+
+
 def replicaof(volume: Path) -> str | None:
     """The master the rendered config replicates, "host:port" (None: it starts as master)."""
     for line in (volume / "redis.conf").read_text().splitlines():
@@ -68,6 +76,7 @@ def test_a_master_back_without_its_data_waits_for_the_promotion_and_replicates_t
     with secure_topology.client("master") as master:
         master.set("sessionlib:kept", "1")
         assert master.wait(2, 5000) == 2
+    hold_off_failovers(secure_topology)
 
     # Back at once on a new volume: the sentinels still name it master.
     old = secure_topology.kill("master")
@@ -86,6 +95,7 @@ def test_a_master_back_without_data_where_no_node_holds_any_starts_as_master_at_
 ) -> None:
     with secure_topology.client("master") as master:
         assert master.dbsize() == 0
+    hold_off_failovers(secure_topology)
 
     old = secure_topology.kill("master")
     printed = start_node_on_a_new_volume(secure_topology, old, tmp_path / "volume")
