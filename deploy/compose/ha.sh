@@ -112,9 +112,10 @@ random_secret() {
 	od -An -N24 -tx1 /dev/urandom | tr -d ' \n'
 }
 
-# First use: .env from .env.example, every empty *_PASSWORD= line given a fresh random value,
-# so no shared default password exists anywhere. Later: a password .env.example gained since
-# (a new ACL user) is appended with a random value, and nothing else is touched.
+# First use: .env from .env.example, every empty *_PASSWORD= line given a fresh random value
+# and every empty *_KEYS= line a JSON list of one, so no shared default secret exists anywhere.
+# Later: a password .env.example gained since (a new ACL user) is appended with a random
+# value, and nothing else is touched (keys turned on later would refuse every session id).
 ensure_env_file() {
 	local line name
 	if [[ ! -f $env_file ]]; then
@@ -122,10 +123,11 @@ ensure_env_file() {
 			umask 077
 			while IFS= read -r line; do
 				[[ $line =~ ^[A-Z_]*PASSWORD=$ ]] && line+=$(random_secret)
+				[[ $line =~ ^[A-Z_]*_KEYS=$ ]] && line+="[\"$(random_secret)\"]"
 				printf '%s\n' "$line"
 			done <"$root/.env.example" >"$env_file"
 		)
-		echo "ha.sh: created $env_file with random passwords (see .env.example)"
+		echo "ha.sh: created $env_file with random passwords and keys (see .env.example)"
 		return 0
 	fi
 	while IFS= read -r line; do

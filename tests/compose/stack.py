@@ -104,6 +104,7 @@ class HaStack:
         lines += [f"REDIS_{user.upper()}_PASSWORD={pw}" for user, pw in stack.passwords.items()]
         lines += [
             f"GRAFANA_ADMIN_PASSWORD={secrets.token_hex(8)}",
+            f'SESSIONLIB_SIGNING_KEYS=["{secrets.token_hex(24)}"]',
             # The local topology's timings (DESIGN §6), so a failover takes seconds.
             "SENTINEL_DOWN_AFTER_MS=2000",
             "SENTINEL_FAILOVER_TIMEOUT_MS=3000",
@@ -296,6 +297,12 @@ class HaStack:
             check=False,
         )
         path.write_text(with_logs.stdout + with_logs.stderr)
+
+
+def session_key(session_id: str) -> str:
+    """The Redis key of a session id the services handed out: the stacks sign ids
+    (`<raw>.<signature>`), and only the raw part names the key."""
+    return f"sessionlib:s:{{{session_id.partition('.')[0]}}}"
 
 
 def log_in(client: httpx.Client, user: str) -> str:

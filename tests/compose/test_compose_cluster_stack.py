@@ -19,6 +19,7 @@ from tests.compose.stack import (
     HaStack,
     log_in,
     readiness,
+    session_key,
     wait_until,
 )
 
@@ -31,10 +32,6 @@ RECOVERY_BUDGET_SECONDS = 30.0
 LOGINS_TO_REACH_THE_FIRST_NODE = 40
 # From `up` of a stack that was taken `down` to every container healthy again.
 RESTART_BUDGET_SECONDS = 120.0
-
-
-def _session_key(session_id: str) -> str:
-    return f"sessionlib:s:{{{session_id}}}"
 
 
 def _roles(stack: HaStack) -> dict[str, str]:
@@ -125,7 +122,7 @@ def test_a_session_and_its_cart_survive_killing_the_master_of_the_sessions_slot(
     owner, key, headers = "", "", {}
     for _ in range(LOGINS_TO_REACH_THE_FIRST_NODE):
         headers = {"X-Session-Id": log_in(gateway, "kim")}
-        key = _session_key(headers["X-Session-Id"])
+        key = session_key(headers["X-Session-Id"])
         owner = cluster_stack.cluster_service_owning(key)
         if owner == CLUSTER_NODES[0]:
             break

@@ -309,19 +309,33 @@ def test_ha_script_creates_env_file_with_fresh_random_passwords(tmp_path: Path) 
     def passwords(path: Path) -> list[str]:
         return re.findall(r"^[A-Z_]*PASSWORD=(.*)$", path.read_text(), flags=re.M)
 
+    def signing_keys(path: Path) -> list[str]:
+        (line,) = re.findall(r"^SESSIONLIB_SIGNING_KEYS=(.*)$", path.read_text(), flags=re.M)
+        return list(json.loads(line))
+
     # One per ACL user, and Grafana's.
     assert [len(p) for p in passwords(first)] == [48] * (len(ACL_USERS) + 1)
     assert set(passwords(first)).isdisjoint(passwords(second))
+    # Session ids are signed from the start, with a key of this .env's own.
+    assert [len(k) for k in signing_keys(first)] == [48]
+    assert signing_keys(first) != signing_keys(second)
     assert stat.S_IMODE(first.stat().st_mode) == 0o600
 
 
 def test_ha_script_adds_a_password_an_older_env_file_lacks_and_keeps_the_rest(
     tmp_path: Path,
 ) -> None:
+    """Signing keys are not added: turned on under a running stack, they would refuse every
+    session id it handed out."""
     _stub(tmp_path, "docker", "exit 0")
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "HA_COMPOSE": "docker"}
     env_file = _env_file(tmp_path)
-    older = re.sub(r"^REDIS_EXPORTER_PASSWORD=.*\n", "", env_file.read_text(), flags=re.M)
+    older = re.sub(
+        r"^(REDIS_EXPORTER_PASSWORD|SESSIONLIB_SIGNING_KEYS)=.*\n",
+        "",
+        env_file.read_text(),
+        flags=re.M,
+    )
     env_file.write_text(older)
 
     _ha("config", env_file=env_file, **env)

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from deploy.images.standins import STANDIN_LABEL, STANDINS
-from tests.compose.stack import SERVICES, HaStack, log_in, readiness, wait_until
+from tests.compose.stack import SERVICES, HaStack, log_in, readiness, session_key, wait_until
 
 pytestmark = [pytest.mark.compose_engine, pytest.mark.timeout(1800)]
 
@@ -70,6 +70,8 @@ def test_prometheus_scrapes_services_exporter_and_every_node(ha_stack: HaStack) 
 def test_sessions_survive_when_the_master_container_is_killed(ha_stack: HaStack) -> None:
     gateway = httpx.Client(base_url=ha_stack.url("gateway"), timeout=10)
     session_id = log_in(gateway, "kim")
+    raw, _, signature = session_id.partition(".")
+    assert len(raw) == len(signature) == 43, "ids are signed (SESSIONLIB_SIGNING_KEYS)"
     headers = {"X-Session-Id": session_id}
     first = gateway.post("/cart/items", json={"sku": "tea", "qty": 1}, headers=headers)
     assert first.status_code == 201, first.text
@@ -94,10 +96,13 @@ def test_sessions_survive_when_the_master_container_is_killed(ha_stack: HaStack)
     items = gateway.get("/cart", headers=headers).json()["items"]
     assert sorted((i["sku"], i["qty"]) for i in items) == [("cup", 2), ("tea", 1)]
     assert gateway.get("/me", headers=headers).json()["user"] == "kim"
+    # The cart verified the propagated id with the same keys; a forged signature gets nothing.
+    forged = {"X-Session-Id": f"{raw}.{'A' * 43}"}
+    assert gateway.get("/me", headers=forged).status_code == 401
     new_master = ha_stack.master_address()
     assert new_master != old_master
     # The announced address works from the host too: the session is on the new master.
-    assert ha_stack.master_client().hget(f"sessionlib:s:{{{session_id}}}", "_user") == "kim"
+    assert ha_stack.master_client().hget(session_key(session_id), "_user") == "kim"
     # docker kill is not a crash that a restart policy undoes: the old master stays down.
     assert ha_stack.state(master_service)["Status"] == "exited"
 
